@@ -1,0 +1,353 @@
+package proxy
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Label values of the bounded label sets. The metric names and these
+// values are promises to dashboards: add, never rename. Each set is
+// pre-initialised to 0 so every series exists from the first scrape.
+var (
+	tunnelResultLabels = [...]string{"ok", "denied", "auth_failed", "limited", "dial_error", "timeout", "bad_request", "error"}
+	authReasonLabels   = [...]string{"missing", "invalid", "throttled"}
+	requestKindLabels  = [...]string{"connect", "http", "upgrade"}
+)
+
+// defaultACLRule labels ACL denials that matched no named rule.
+const defaultACLRule = "default"
+
+// Metrics holds the proxy's Prometheus metrics on a registry of its own
+// (never the global default one), so a Server owns them and tests can run
+// servers side by side. All methods are safe for concurrent use, and a nil
+// *Metrics records nothing, so the server can run without metrics.
+//
+// Label values are fixed sets or operator-configured names: string
+// arguments outside a method's documented set are counted under its
+// fallback value instead of creating a new series.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	tunnelsOpen    prometheus.Gauge
+	tunnelResults  [len(tunnelResultLabels)]prometheus.Counter
+	bytesUp        prometheus.Counter
+	bytesDown      prometheus.Counter
+	tunnelDuration prometheus.Histogram
+	dialDuration   prometheus.Histogram
+	queueWait      prometheus.Histogram
+	authFailures   [len(authReasonLabels)]prometheus.Counter
+	aclDenials     *prometheus.CounterVec
+	limitRefusals  [numLimitKinds]prometheus.Counter
+	requests       [len(requestKindLabels)]prometheus.Counter
+
+	pool atomic.Pointer[func() []Usage] // set by SetPoolSource
+}
+
+// NewMetrics creates the metrics and registers them, with the Go runtime
+// and process collectors, on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.tunnelsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsegress_tunnels_open",
+		Help: "Tunnels currently established (after the 200, until both sockets are closed).",
+	})
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_tunnels_total",
+		Help: "Tunnel requests by outcome: ok, denied, auth_failed, limited, dial_error, timeout, bad_request, error.",
+	}, []string{"result"})
+	for i, v := range tunnelResultLabels {
+		m.tunnelResults[i] = results.WithLabelValues(v)
+	}
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_bytes_total",
+		Help: "Bytes relayed through tunnels: up is client to target, down is target to client.",
+	}, []string{"direction"})
+	m.bytesUp, m.bytesDown = bytes.WithLabelValues("up"), bytes.WithLabelValues("down")
+	m.tunnelDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "wsegress_tunnel_duration_seconds",
+		Help: "Lifetime of closed tunnels.",
+		// WebSockets live from a moment to a day; a second-resolution
+		// bucket set would lump every long tunnel into +Inf.
+		Buckets: []float64{0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 24 * 3600},
+	})
+	m.dialDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "wsegress_dial_duration_seconds",
+		Help:    "Time to resolve and connect to a target, successful or not.",
+		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+	})
+	m.queueWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "wsegress_queue_wait_seconds",
+		Help:    "Time requests spent queued for a tunnel slot (only those that queued), served or not.",
+		Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+	})
+	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_auth_failures_total",
+		Help: "Failed proxy authentications: missing, invalid, throttled.",
+	}, []string{"reason"})
+	for i, v := range authReasonLabels {
+		m.authFailures[i] = auth.WithLabelValues(v)
+	}
+	m.aclDenials = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_acl_denials_total",
+		Help: "Requests the ACL refused, by the name of the deciding rule (default: no rule matched).",
+	}, []string{"rule"})
+	m.aclDenials.WithLabelValues(defaultACLRule)
+	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_limit_refusals_total",
+		Help: "Requests refused with 503 because a limit was full, by limit kind.",
+	}, []string{"kind"})
+	for k := range numLimitKinds {
+		m.limitRefusals[k] = refusals.WithLabelValues(k.String())
+	}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_requests_total",
+		Help: "Proxy requests received, by kind: connect, http (plain forwarding), upgrade (WebSocket over plain HTTP).",
+	}, []string{"kind"})
+	for i, v := range requestKindLabels {
+		m.requests[i] = requests.WithLabelValues(v)
+	}
+
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.tunnelsOpen, results, bytes, m.tunnelDuration, m.dialDuration,
+		m.queueWait, auth, m.aclDenials, refusals, requests,
+		newPoolCollector(m),
+	)
+	return m
+}
+
+// Registry returns the registry the metrics live on, for serving or for
+// registering more collectors.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// indexOf finds v in a label set; it is a loop, not a map, because the
+// sets are a handful of short strings.
+func indexOf(set []string, v string, fallback int) int {
+	for i, s := range set {
+		if s == v {
+			return i
+		}
+	}
+	return fallback
+}
+
+// TunnelResult counts one tunnel request's outcome in
+// wsegress_tunnels_total: one call per request, "ok" once the 200 is
+// sent. Values outside the documented set count as "error".
+func (m *Metrics) TunnelResult(result string) {
+	if m == nil {
+		return
+	}
+	m.tunnelResults[indexOf(tunnelResultLabels[:], result, len(tunnelResultLabels)-1)].Inc()
+}
+
+// TunnelOpened marks a tunnel established; pair it with TunnelClosed.
+func (m *Metrics) TunnelOpened() {
+	if m == nil {
+		return
+	}
+	m.tunnelsOpen.Inc()
+}
+
+// TunnelClosed marks an established tunnel gone after it lived for d.
+func (m *Metrics) TunnelClosed(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.tunnelsOpen.Dec()
+	m.tunnelDuration.Observe(d.Seconds())
+}
+
+// AddBytes adds relayed bytes. Calling it as bytes move, rather than once
+// at the end, keeps rate() honest for tunnels that live for hours; each
+// call is two atomic adds.
+func (m *Metrics) AddBytes(up, down int64) {
+	if m == nil {
+		return
+	}
+	if up > 0 {
+		m.bytesUp.Add(float64(up))
+	}
+	if down > 0 {
+		m.bytesDown.Add(float64(down))
+	}
+}
+
+// ObserveDial records how long a dial took, whether it succeeded or not.
+func (m *Metrics) ObserveDial(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.dialDuration.Observe(d.Seconds())
+}
+
+// ObserveQueueWait records the time a request spent queued for a slot
+// (Slot.Waited or LimitError.Waited). Call it only for requests that
+// queued, so the histogram is not swamped by zeros.
+func (m *Metrics) ObserveQueueWait(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.queueWait.Observe(d.Seconds())
+}
+
+// AuthFailed counts a failed authentication. reason is "missing" (no
+// credentials), "invalid" (wrong or unknown) or "throttled"; anything
+// else counts as "invalid".
+func (m *Metrics) AuthFailed(reason string) {
+	if m == nil {
+		return
+	}
+	m.authFailures[indexOf(authReasonLabels[:], reason, 1)].Inc()
+}
+
+// ACLDenied counts a request the ACL refused under the named rule ("" for
+// the default deny, labelled "default"). Rule names come from the
+// operator's config, so the label set stays bounded.
+func (m *Metrics) ACLDenied(rule string) {
+	if m == nil {
+		return
+	}
+	if rule == "" {
+		rule = defaultACLRule
+	}
+	m.aclDenials.WithLabelValues(rule).Inc()
+}
+
+// InitACLRules creates the denial series of the named rules at 0, so
+// they show before the first denial. Call it after loading the config.
+func (m *Metrics) InitACLRules(rules ...string) {
+	if m == nil {
+		return
+	}
+	for _, r := range rules {
+		if r != "" {
+			m.aclDenials.WithLabelValues(r)
+		}
+	}
+}
+
+// LimitRefused counts a request refused because limit kind k was full
+// (the *LimitError's Kind, or KindPending for the Gate).
+func (m *Metrics) LimitRefused(k LimitKind) {
+	if m == nil || k < 0 || k >= numLimitKinds {
+		return
+	}
+	m.limitRefusals[k].Inc()
+}
+
+// Request counts a received proxy request: "connect", "http" or
+// "upgrade"; anything else counts as "http".
+func (m *Metrics) Request(kind string) {
+	if m == nil {
+		return
+	}
+	m.requests[indexOf(requestKindLabels[:], kind, 1)].Inc()
+}
+
+// SetPoolSource sets the function read at every scrape for the pool
+// gauges, typically
+//
+//	func() []Usage { return append(lim.Usage(), gate.Usage()) }
+//
+// It must be safe to call from any goroutine. nil removes the source.
+func (m *Metrics) SetPoolSource(f func() []Usage) {
+	if m == nil {
+		return
+	}
+	if f == nil {
+		m.pool.Store(nil)
+		return
+	}
+	m.pool.Store(&f)
+}
+
+// poolCollector turns the pool source into gauges at scrape time, so the
+// request path pays nothing for them.
+type poolCollector struct {
+	m                        *Metrics
+	inUse, capacity, waiting *prometheus.Desc
+}
+
+func newPoolCollector(m *Metrics) *poolCollector {
+	kind := []string{"kind"}
+	return &poolCollector{
+		m: m,
+		inUse: prometheus.NewDesc("wsegress_pool_slots_in_use",
+			"Tunnel slots in use per limit kind; for user, client_ip and host: of the key closest to its cap.", kind, nil),
+		capacity: prometheus.NewDesc("wsegress_pool_slots_capacity",
+			"Tunnel slot limit per kind (0: unlimited); for user, client_ip and host: of the key closest to its cap.", kind, nil),
+		waiting: prometheus.NewDesc("wsegress_queue_waiting",
+			"Requests queued for a tunnel slot, by the limit kind holding them back.", kind, nil),
+	}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.inUse
+	ch <- c.capacity
+	ch <- c.waiting
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.m.pool.Load()
+	if f == nil {
+		return
+	}
+	for _, u := range (*f)() {
+		kind := u.Kind.String()
+		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(u.InUse), kind)
+		ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(u.Capacity), kind)
+		if u.Kind != KindPending {
+			ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(u.Waiting), kind)
+		}
+	}
+}
+
+// Handler serves /metrics (the owned registry), /healthz (200 "ok" while
+// the process runs) and /readyz (200 "ready" while ready returns nil, else
+// 503 with the error's text, which must hold no secrets). A nil ready
+// means always ready. On a nil *Metrics, /metrics is 404.
+func (m *Metrics) Handler(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	if m != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+			// A collector that fails (say /proc is unreadable) should
+			// not blank the proxy's own metrics.
+			ErrorHandling:       promhttp.ContinueOnError,
+			MaxRequestsInFlight: 4,
+		}))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeHealth(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready != nil {
+			if err := ready(); err != nil {
+				writeHealth(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+		}
+		writeHealth(w, http.StatusOK, "ready")
+	})
+	return mux
+}
+
+func writeHealth(w http.ResponseWriter, status int, text string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(text + "\n"))
+}

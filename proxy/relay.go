@@ -1,0 +1,413 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Relay copies bytes verbatim between a client and a target connection. The
+// zero value is ready to use. A Relay may be shared by many tunnels, and
+// should be: besides its settings it keeps a small cache of spare buffers and
+// pipes for all of them. A Relay must not be copied after first use.
+//
+// The relay is built for two loads. Most tunnels sit idle for hours, so a
+// direction waiting for data holds no buffer and no pipe: on Linux it waits
+// for readability (a zero-copy MSG_PEEK check) and borrows a pipe or buffer
+// only while bytes are moving, so an idle tunnel costs its two sockets and two
+// parked goroutines. Bulk moves with splice(2) when both conns are sockets
+// the relay can reach directly: a *net.TCPConn, or any conn that has
+// SyscallConn and CloseWrite and buffers nothing in user space. Any other
+// conn (a wrapper from an upstream dialer, or any conn off Linux) is copied
+// through pooled 32 KiB buffers with the same semantics; a direction reading
+// from such a conn holds its buffer while it waits, since nothing tells it
+// when data is ready.
+type Relay struct {
+	// IdleTimeout, if positive, ends the tunnel when no byte has moved in
+	// either direction for that long: activity in one direction keeps both
+	// alive, and a write blocked on a peer that does not read is not
+	// activity. Zero means no idle timeout (WebSockets are long-lived).
+	IdleTimeout time.Duration
+
+	// OnBytes, if non-nil, is called after bytes were moved (up is
+	// client->target), chunk by chunk, so metrics count long-lived tunnels
+	// as they go. Both directions call it concurrently; it must be cheap
+	// and must not block.
+	OnBytes func(up bool, n int64)
+
+	// pipeSize is the pipe capacity asked of the kernel for splicing; zero
+	// means relayPipeSize. Benchmarks compare sizes through it.
+	pipeSize int
+
+	once   sync.Once
+	spares *relaySpares
+}
+
+// EndReason says why a tunnel ended. The set is fixed; values are stable
+// strings for logs and metric labels.
+type EndReason string
+
+const (
+	// EndClientClosed: both directions ended cleanly (each EOF was passed
+	// on with CloseWrite) and the client closed its write half first.
+	EndClientClosed EndReason = "client_closed"
+	// EndTargetClosed: as EndClientClosed, with the target first.
+	EndTargetClosed EndReason = "target_closed"
+	// EndClientReset: the client conn failed with a reset, an abort or a
+	// broken pipe: the client vanished, or closed with data still unread.
+	EndClientReset EndReason = "client_reset"
+	// EndTargetReset: as EndClientReset, on the target conn.
+	EndTargetReset EndReason = "target_reset"
+	// EndIdleTimeout: Relay.IdleTimeout passed with no byte moved either way.
+	EndIdleTimeout EndReason = "idle_timeout"
+	// EndCanceled: the context passed to Run was done.
+	EndCanceled EndReason = "canceled"
+	// EndError: any other failure; RelayResult.Err names the side and
+	// operation.
+	EndError EndReason = "error"
+)
+
+// RelayResult reports how a tunnel went.
+type RelayResult struct {
+	// Up and Down count bytes written to the target and to the client.
+	Up, Down int64
+	Reason   EndReason
+	// Err is the first error, nil when both directions ended with EOF. It
+	// names side and operation ("read target: ..."), wraps
+	// os.ErrDeadlineExceeded for EndIdleTimeout and is context.Cause(ctx)
+	// for EndCanceled.
+	Err error
+}
+
+// relayBufSize is the size of the pooled buffers of the copy fallback.
+const relayBufSize = 32 << 10
+
+// Run copies in both directions until both directions have ended or ctx is
+// done, then closes both conns. Half-close: when one side ends its write half
+// (EOF), Run passes it on with CloseWrite to the other side and keeps the
+// other direction flowing until it ends too; a conn without CloseWrite keeps
+// its write half open until the tunnel ends, as in net/http/httputil. A reset
+// or error on either side ends the whole tunnel promptly (both conns closed),
+// and so do ctx and the idle timeout.
+//
+// Run owns the conns' deadlines: it clears any left over from a handshake
+// and sets its own for the idle timeout. The caller must have drained any
+// bytes it buffered from client (a hijacked bufio.Reader) before calling Run.
+// Run uses the calling goroutine for one direction and starts exactly one
+// goroutine for the other, and returns only after both have finished.
+func (r *Relay) Run(ctx context.Context, client, target net.Conn) RelayResult {
+	t := &relayTunnel{
+		spares:  r.getSpares(),
+		idle:    r.IdleTimeout,
+		onBytes: r.OnBytes,
+		start:   time.Now(),
+		client:  client,
+		target:  target,
+	}
+	t.up = relayCopier{t: t, up: true, src: client, dst: target}
+	t.down = relayCopier{t: t, src: target, dst: client}
+	t.up.init()
+	t.down.init()
+
+	var deadline time.Time // zero: none, clearing any left from the handshake
+	if t.idle > 0 {
+		deadline = t.start.Add(t.idle)
+	}
+	_ = client.SetDeadline(deadline) // a failure shows up on the first read or write
+	_ = target.SetDeadline(deadline)
+
+	// AfterFunc closes the conns from its own goroutine, which wakes both
+	// copiers; Run waits for it so that nothing outlives Run.
+	canceled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(canceled)
+		t.end(EndCanceled, context.Cause(ctx))
+	})
+	var wg sync.WaitGroup
+	wg.Go(t.down.run)
+	t.up.run()
+	wg.Wait()
+	if !stop() {
+		<-canceled
+	}
+	_ = client.Close()
+	_ = target.Close()
+	return t.result()
+}
+
+// getSpares returns the cache shared by the Relay's tunnels, made on first use.
+func (r *Relay) getSpares() *relaySpares {
+	r.once.Do(func() {
+		s := &relaySpares{pipes: newSplicePipes(r.pipeSize)}
+		s.bufs.New = func() any {
+			b := make([]byte, relayBufSize)
+			return &b
+		}
+		// Spare pipes are file descriptors, which the GC does not close:
+		// close them once the Relay and all its tunnels are gone.
+		runtime.AddCleanup(s, (*splicePipes).closeAll, s.pipes)
+		r.spares = s
+	})
+	return r.spares
+}
+
+// relaySpares is what a Relay lends to its tunnels while bytes move.
+type relaySpares struct {
+	bufs  sync.Pool // *[]byte of relayBufSize bytes
+	pipes *splicePipes
+}
+
+// relayTunnel is the state of one Run.
+type relayTunnel struct {
+	spares   *relaySpares
+	idle     time.Duration
+	onBytes  func(up bool, n int64)
+	start    time.Time
+	last     atomic.Int64 // when a byte last moved, as time since start (monotonic)
+	client   net.Conn
+	target   net.Conn
+	up, down relayCopier
+
+	mu          sync.Mutex // guards the following fields
+	reason      EndReason  // set by the first end; "" while the tunnel is whole
+	err         error
+	firstClosed EndReason // who closed a write half first, for a clean end
+}
+
+// touch records that bytes moved, for the idle timeout.
+func (t *relayTunnel) touch() {
+	if t.idle > 0 {
+		t.last.Store(int64(time.Since(t.start)))
+	}
+}
+
+// end records why the tunnel ends, unless a reason is already recorded, and
+// closes both conns, which wakes whichever copier is still waiting. The
+// reason is recorded before the close so that the errors the close causes
+// are never taken for the cause.
+func (t *relayTunnel) end(reason EndReason, err error) {
+	t.mu.Lock()
+	if t.reason == "" {
+		t.reason, t.err = reason, err
+	}
+	t.mu.Unlock()
+	_ = t.client.Close()
+	_ = t.target.Close()
+}
+
+// sawEOF records that a side closed its write half. It is called before the
+// EOF is passed on, so that the order recorded is the peers' order and not
+// that of the copiers' goroutines.
+func (t *relayTunnel) sawEOF(c *relayCopier) {
+	t.mu.Lock()
+	if t.firstClosed == "" {
+		t.firstClosed = EndTargetClosed
+		if c.up {
+			t.firstClosed = EndClientClosed
+		}
+	}
+	t.mu.Unlock()
+}
+
+func (t *relayTunnel) reasonFor(err error) EndReason {
+	var re *relayError
+	switch {
+	case t.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+		return EndIdleTimeout
+	case errors.As(err, &re) && isPeerReset(err):
+		if re.client {
+			return EndClientReset
+		}
+		return EndTargetReset
+	}
+	return EndError
+}
+
+func (t *relayTunnel) result() RelayResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	res := RelayResult{Up: t.up.n, Down: t.down.n, Reason: t.reason, Err: t.err}
+	if res.Reason == "" {
+		res.Reason = t.firstClosed // both directions ended cleanly
+	}
+	return res
+}
+
+// isPeerReset reports whether err means the peer is gone rather than done:
+// it reset the connection, or closed it under data we were still sending.
+func isPeerReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED)
+}
+
+// relayError says which conn failed, and in which operation.
+type relayError struct {
+	op     string // "read", "write" or "close write"
+	client bool   // the client conn failed, else the target conn
+	err    error
+}
+
+func (e *relayError) Error() string {
+	side := "target"
+	if e.client {
+		side = "client"
+	}
+	return e.op + " " + side + ": " + e.err.Error()
+}
+
+func (e *relayError) Unwrap() error { return e.err }
+
+// relayCopier moves one direction of a tunnel: src to dst. Its methods are
+// named so that goroutine dumps show what each tunnel is doing.
+type relayCopier struct {
+	t        *relayTunnel
+	up       bool // client -> target
+	src, dst net.Conn
+	n        int64    // bytes written to dst
+	sys      relaySys // platform state for waiting and splicing
+}
+
+// run copies until src ends or the tunnel does, and reports to the tunnel.
+func (c *relayCopier) run() {
+	var err error
+	if c.canSplice() {
+		err = c.spliceLoop()
+	} else {
+		err = c.bufferLoop()
+	}
+	if err == io.EOF {
+		c.t.sawEOF(c)
+		err = c.closeWrite()
+	}
+	if err != nil {
+		c.t.end(c.t.reasonFor(err), err)
+	}
+}
+
+// bufferLoop is the portable copier: it waits (without a buffer where the
+// platform can), then copies a burst through a pooled buffer. It returns
+// io.EOF when src ends.
+func (c *relayCopier) bufferLoop() error {
+	for {
+		if err := c.waitReadable(); err != nil {
+			return err
+		}
+		if err := c.bufferBurst(); err != nil {
+			return err
+		}
+	}
+}
+
+// bufferBurst borrows a buffer and copies while reads fill it (src has more
+// queued), then gives it back. io.CopyBuffer is no use here: with a
+// *net.TCPConn on either end it bypasses the buffer (ReaderFrom/WriterTo),
+// and the relay needs each chunk for counters and the idle clock.
+func (c *relayCopier) bufferBurst() error {
+	bp := c.t.spares.bufs.Get().(*[]byte)
+	defer c.t.spares.bufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := c.read(buf)
+		if n > 0 {
+			if werr := c.write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil || n < len(buf) {
+			return err
+		}
+	}
+}
+
+// read reads once from src, riding out idle deadlines while the tunnel is
+// active. It returns io.EOF unwrapped.
+func (c *relayCopier) read(buf []byte) (int, error) {
+	for {
+		n, err := c.src.Read(buf)
+		if err == nil || err == io.EOF {
+			return n, err
+		}
+		if n == 0 && c.keepWaiting(err, c.src, true) {
+			continue
+		}
+		return n, c.srcErr(err)
+	}
+}
+
+// write writes all of b to dst, riding out idle deadlines while the tunnel is
+// active (partial progress counts as activity).
+func (c *relayCopier) write(b []byte) error {
+	for {
+		n, err := c.dst.Write(b)
+		if n > 0 {
+			c.t.touch()
+			c.count(n)
+		}
+		if err == nil {
+			return nil
+		}
+		b = b[n:]
+		if !c.keepWaiting(err, c.dst, false) {
+			return c.dstErr(err)
+		}
+	}
+}
+
+// count adds n bytes moved to dst.
+func (c *relayCopier) count(n int) {
+	c.n += int64(n)
+	if c.t.onBytes != nil {
+		c.t.onBytes(c.up, int64(n))
+	}
+}
+
+// keepWaiting reports whether err is an idle deadline that fired while the
+// tunnel was still active (bytes moved either way within IdleTimeout). If so
+// it pushes conn's read or write deadline to IdleTimeout after that activity
+// and the caller retries. Deadlines are set this lazily, not per chunk, so
+// the hot path does not touch timers.
+func (c *relayCopier) keepWaiting(err error, conn net.Conn, read bool) bool {
+	t := c.t
+	if t.idle <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	deadline := t.start.Add(time.Duration(t.last.Load()) + t.idle)
+	if !time.Now().Before(deadline) {
+		return false
+	}
+	if read {
+		err = conn.SetReadDeadline(deadline)
+	} else {
+		err = conn.SetWriteDeadline(deadline)
+	}
+	return err == nil
+}
+
+// closeWrite passes src's EOF on to dst. A dst that cannot half-close keeps
+// its write half open until the tunnel ends: the other direction may still
+// be flowing.
+func (c *relayCopier) closeWrite() error {
+	cw, ok := c.dst.(interface{ CloseWrite() error })
+	if !ok {
+		return nil
+	}
+	if err := cw.CloseWrite(); err != nil {
+		return &relayError{op: "close write", client: !c.up, err: err}
+	}
+	return nil
+}
+
+func (c *relayCopier) srcErr(err error) error {
+	return &relayError{op: "read", client: c.up, err: err}
+}
+
+func (c *relayCopier) dstErr(err error) error {
+	return &relayError{op: "write", client: !c.up, err: err}
+}

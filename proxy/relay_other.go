@@ -1,0 +1,27 @@
+//go:build !linux
+
+package proxy
+
+// Off Linux the relay has no splice path and cannot wait for readability
+// without reading: every direction copies through pooled buffers.
+
+type relaySys struct{}
+
+func (c *relayCopier) init() {}
+
+func (c *relayCopier) canSplice() bool { return false }
+
+func (c *relayCopier) spliceLoop() error { return c.bufferLoop() }
+
+// waitReadable returns at once: the read itself waits.
+func (c *relayCopier) waitReadable() error { return nil }
+
+// splicePipes is empty off Linux; it exists so that Relay is the same type
+// everywhere.
+type splicePipes struct{}
+
+func newSplicePipes(int) *splicePipes { return &splicePipes{} }
+
+func (*splicePipes) closeAll() {}
+
+func (*splicePipes) spare() int { return 0 }

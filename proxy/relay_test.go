@@ -1,0 +1,681 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// relayMode says which of the relay's conns hide their socket, which picks
+// the copier: splice (both sockets visible, Linux), buffer (the portable
+// fallback, as for a conn from an upstream SOCKS dialer), or mixed (a visible
+// client socket, an opaque target: waits for readability on one side only).
+type relayMode struct {
+	name                       string
+	opaqueClient, opaqueTarget bool
+}
+
+var relayModes = []relayMode{
+	{name: "splice"},
+	{name: "buffer", opaqueClient: true, opaqueTarget: true},
+	{name: "mixed", opaqueTarget: true},
+}
+
+// relayOpaque hides the *net.TCPConn (its fd) from the relay, as a wrapper
+// from an upstream dialer would, but still half-closes.
+type relayOpaque struct{ net.Conn }
+
+func (o relayOpaque) CloseWrite() error { return o.Conn.(*net.TCPConn).CloseWrite() }
+
+// relayTestTunnel is one tunnel under test. The test drives client and
+// target (the far ends); Run owns clientSide and targetSide.
+type relayTestTunnel struct {
+	client, target         *net.TCPConn
+	clientSide, targetSide net.Conn
+	cancel                 context.CancelCauseFunc
+	done                   chan struct{} // closed when Run has returned res
+	res                    RelayResult
+}
+
+func relayListen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// relayConnPair returns both ends of a new loopback connection.
+func relayConnPair(t testing.TB, ln net.Listener) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ln.Accept()
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	return d.(*net.TCPConn), a.(*net.TCPConn)
+}
+
+// relayStart starts r.Run on a new tunnel. Cleanup cancels it, waits for Run
+// and closes the far ends.
+func relayStart(t testing.TB, r *Relay, ln net.Listener, m relayMode) *relayTestTunnel {
+	t.Helper()
+	tt := &relayTestTunnel{done: make(chan struct{})}
+	var clientSide, targetSide *net.TCPConn
+	tt.client, clientSide = relayConnPair(t, ln)
+	targetSide, tt.target = relayConnPair(t, ln)
+	tt.clientSide, tt.targetSide = clientSide, targetSide
+	if m.opaqueClient {
+		tt.clientSide = relayOpaque{clientSide}
+	}
+	if m.opaqueTarget {
+		tt.targetSide = relayOpaque{targetSide}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	tt.cancel = cancel
+	go func() {
+		defer close(tt.done)
+		tt.res = r.Run(ctx, tt.clientSide, tt.targetSide)
+	}()
+	t.Cleanup(func() {
+		cancel(errors.New("test over"))
+		select {
+		case <-tt.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return within 10s of cancel")
+		}
+		tt.client.Close()
+		tt.target.Close()
+	})
+	return tt
+}
+
+// wait returns Run's result, failing t if it takes longer than within.
+func (tt *relayTestTunnel) wait(t testing.TB, within time.Duration) RelayResult {
+	t.Helper()
+	select {
+	case <-tt.done:
+		return tt.res
+	case <-time.After(within):
+		t.Fatalf("Run did not return within %v", within)
+		return RelayResult{}
+	}
+}
+
+// relayEventually polls cond until it returns nil, failing t with cond's last
+// error after within.
+func relayEventually(t testing.TB, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", within, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// relayFDs counts this process's open fds by kind; ok is false without
+// /proc/self/fd.
+func relayFDs() (total, pipes, sockets int, ok bool) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	for _, e := range ents {
+		dest, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the directory's own fd, already closed
+		}
+		total++
+		switch {
+		case strings.HasPrefix(dest, "pipe:"):
+			pipes++
+		case strings.HasPrefix(dest, "socket:"):
+			sockets++
+		}
+	}
+	return total, pipes, sockets, true
+}
+
+// relayCheckLeaks fails t if goroutines or fds started during the test
+// outlive it. Call it first, so that its cleanup runs last; it closes r's
+// spare pipes, which are not a leak.
+func relayCheckLeaks(t *testing.T, r *Relay) {
+	t.Helper()
+	// Make sure the runtime's poller exists before counting its fds.
+	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		ln.Close()
+	}
+	g0 := runtime.NumGoroutine()
+	fd0, _, _, haveFDs := relayFDs()
+	t.Cleanup(func() {
+		r.getSpares().pipes.closeAll()
+		relayEventually(t, 5*time.Second, func() error {
+			if g := runtime.NumGoroutine(); g > g0 {
+				return fmt.Errorf("%d goroutines, want <= %d", g, g0)
+			}
+			if fd, _, _, _ := relayFDs(); haveFDs && fd > fd0 {
+				return fmt.Errorf("%d open fds, want <= %d", fd, fd0)
+			}
+			return nil
+		})
+	})
+}
+
+// relayGoroutines counts the goroutines running a relay direction.
+func relayGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "proxy.(*relayCopier).run(") {
+			count++
+		}
+	}
+	return count
+}
+
+// relaySend writes size pseudo-random bytes (from seed) to c and returns
+// their SHA-256.
+func relaySend(c net.Conn, seed byte, size int) ([32]byte, error) {
+	rng := rand.NewChaCha8([32]byte{seed})
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	for size > 0 {
+		b := buf[:min(len(buf), size)]
+		_, _ = rng.Read(b)
+		h.Write(b)
+		if _, err := c.Write(b); err != nil {
+			return [32]byte{}, err
+		}
+		size -= len(b)
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// relayReceive reads c to EOF and returns the count and SHA-256.
+func relayReceive(c net.Conn) (int64, [32]byte, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	return n, [32]byte(h.Sum(nil)), err
+}
+
+func TestRelayVerbatim(t *testing.T) {
+	const size = 64 << 20
+	for _, m := range relayModes {
+		t.Run(m.name, func(t *testing.T) {
+			var onUp, onDown atomic.Int64
+			r := &Relay{OnBytes: func(up bool, n int64) {
+				if up {
+					onUp.Add(n)
+				} else {
+					onDown.Add(n)
+				}
+			}}
+			relayCheckLeaks(t, r)
+			tt := relayStart(t, r, relayListen(t), m)
+			for _, c := range []*net.TCPConn{tt.client, tt.target} {
+				c.SetDeadline(time.Now().Add(2 * time.Minute)) // fail, not hang
+			}
+
+			var wg sync.WaitGroup
+			var sentUp, gotUp, sentDown, gotDown [32]byte
+			var nUp, nDown int64
+			upDone := make(chan struct{})
+			wg.Go(func() {
+				var err error
+				if sentUp, err = relaySend(tt.client, 1, size); err != nil {
+					t.Errorf("client send: %v", err)
+				}
+				tt.client.CloseWrite()
+			})
+			wg.Go(func() {
+				defer close(upDone)
+				var err error
+				if nUp, gotUp, err = relayReceive(tt.target); err != nil {
+					t.Errorf("target receive: %v", err)
+				}
+			})
+			wg.Go(func() {
+				var err error
+				if sentDown, err = relaySend(tt.target, 2, size); err != nil {
+					t.Errorf("target send: %v", err)
+				}
+				<-upDone // so that the client is known to close first
+				tt.target.CloseWrite()
+			})
+			wg.Go(func() {
+				var err error
+				if nDown, gotDown, err = relayReceive(tt.client); err != nil {
+					t.Errorf("client receive: %v", err)
+				}
+			})
+			wg.Wait()
+
+			if nUp != size || gotUp != sentUp {
+				t.Errorf("up: target got %d bytes, sha256 %x; want %d, %x", nUp, gotUp[:8], size, sentUp[:8])
+			}
+			if nDown != size || gotDown != sentDown {
+				t.Errorf("down: client got %d bytes, sha256 %x; want %d, %x", nDown, gotDown[:8], size, sentDown[:8])
+			}
+			res := tt.wait(t, 10*time.Second)
+			want := RelayResult{Up: size, Down: size, Reason: EndClientClosed}
+			if res != want {
+				t.Errorf("Run = %+v; want %+v", res, want)
+			}
+			if onUp.Load() != res.Up || onDown.Load() != res.Down {
+				t.Errorf("OnBytes totals up %d, down %d; want %d, %d", onUp.Load(), onDown.Load(), res.Up, res.Down)
+			}
+		})
+	}
+}
+
+func TestRelayHalfClose(t *testing.T) {
+	const replySize = 4 << 20
+	for _, m := range relayModes {
+		for _, clientFirst := range []bool{true, false} {
+			name, wantReason := m.name+"/client_first", EndClientClosed
+			if !clientFirst {
+				name, wantReason = m.name+"/target_first", EndTargetClosed
+			}
+			t.Run(name, func(t *testing.T) {
+				r := &Relay{}
+				relayCheckLeaks(t, r)
+				tt := relayStart(t, r, relayListen(t), m)
+				first, second := tt.client, tt.target
+				if !clientFirst {
+					first, second = second, first
+				}
+				for _, c := range []*net.TCPConn{first, second} {
+					c.SetDeadline(time.Now().Add(time.Minute))
+				}
+
+				// first sends a request and ends its write half: second
+				// sees exactly the request, then EOF.
+				if _, err := first.Write([]byte("request")); err != nil {
+					t.Fatal(err)
+				}
+				if err := first.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := io.ReadAll(second); string(got) != "request" || err != nil {
+					t.Fatalf("far end read %q, %v; want %q, nil", got, err, "request")
+				}
+
+				// The other direction still flows, then ends the same way.
+				type received struct {
+					n   int64
+					sum [32]byte
+					err error
+				}
+				got := make(chan received, 1)
+				go func() {
+					n, sum, err := relayReceive(first)
+					got <- received{n, sum, err}
+				}()
+				sent, err := relaySend(second, 3, replySize)
+				if err != nil {
+					t.Fatalf("reply: %v", err)
+				}
+				if err := second.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if g := <-got; g.n != replySize || g.sum != sent || g.err != nil {
+					t.Errorf("reply: got %d bytes, match %v, %v; want %d, true, nil", g.n, g.sum == sent, g.err, replySize)
+				}
+
+				res := tt.wait(t, 5*time.Second)
+				want := RelayResult{Up: 7, Down: replySize, Reason: wantReason}
+				if !clientFirst {
+					want.Up, want.Down = replySize, 7
+				}
+				if res != want {
+					t.Errorf("Run = %+v; want %+v", res, want)
+				}
+				for _, c := range []net.Conn{tt.clientSide, tt.targetSide} {
+					if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+						t.Errorf("relay's conn after Run: Write error %v; want net.ErrClosed", err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// relayReset aborts c: the peer gets a RST, not a FIN.
+func relayReset(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	if err := c.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// relayExpectClosed fails t unless c's peer closes within a few seconds.
+func relayExpectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64<<10)
+	for {
+		_, err := c.Read(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("conn not closed by the relay within 5s")
+		}
+		if err != nil {
+			return // EOF or reset: closed
+		}
+	}
+}
+
+func TestRelayReset(t *testing.T) {
+	for _, m := range relayModes {
+		for _, side := range []string{"client", "target"} {
+			for _, busy := range []bool{false, true} {
+				name := m.name + "/" + side
+				if busy {
+					name += "/busy"
+				}
+				t.Run(name, func(t *testing.T) {
+					r := &Relay{}
+					relayCheckLeaks(t, r)
+					tt := relayStart(t, r, relayListen(t), m)
+					victim, other, want := tt.client, tt.target, EndClientReset
+					if side == "target" {
+						victim, other, want = tt.target, tt.client, EndTargetReset
+					}
+					if busy {
+						// other streams at victim, which reads some, then resets.
+						go func() {
+							buf := make([]byte, 64<<10)
+							for {
+								if _, err := other.Write(buf); err != nil {
+									return
+								}
+							}
+						}()
+						if _, err := io.ReadFull(victim, make([]byte, 1<<20)); err != nil {
+							t.Fatal(err)
+						}
+					}
+					relayReset(t, victim)
+					res := tt.wait(t, 5*time.Second)
+					if res.Reason != want || !errors.Is(res.Err, syscall.ECONNRESET) && !errors.Is(res.Err, syscall.EPIPE) {
+						t.Errorf("Run = %+v; want reason %s and a reset error", res, want)
+					}
+					relayExpectClosed(t, other)
+				})
+			}
+		}
+	}
+}
+
+func TestRelayCancel(t *testing.T) {
+	for _, m := range relayModes {
+		t.Run(m.name, func(t *testing.T) {
+			r := &Relay{}
+			relayCheckLeaks(t, r)
+			tt := relayStart(t, r, relayListen(t), m)
+			if _, err := tt.client.Write([]byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(tt.target, make([]byte, 2)); err != nil {
+				t.Fatal(err)
+			}
+			cause := errors.New("server shutting down")
+			tt.cancel(cause)
+			res := tt.wait(t, 5*time.Second)
+			want := RelayResult{Up: 2, Reason: EndCanceled, Err: cause}
+			if res != want {
+				t.Errorf("Run = %+v; want %+v", res, want)
+			}
+			relayExpectClosed(t, tt.client)
+			relayExpectClosed(t, tt.target)
+		})
+	}
+	t.Run("already_done", func(t *testing.T) {
+		r := &Relay{}
+		relayCheckLeaks(t, r)
+		ln := relayListen(t)
+		far1, a := relayConnPair(t, ln)
+		b, far2 := relayConnPair(t, ln)
+		defer far1.Close()
+		defer far2.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		res := r.Run(ctx, a, b)
+		if res.Reason != EndCanceled || !errors.Is(res.Err, context.Canceled) {
+			t.Errorf("Run = %+v; want reason %s, context.Canceled", res, EndCanceled)
+		}
+	})
+}
+
+const relayTestIdle = 200 * time.Millisecond
+
+func TestRelayIdleTimeout(t *testing.T) {
+	for _, m := range relayModes {
+		t.Run(m.name+"/quiet", func(t *testing.T) {
+			r := &Relay{IdleTimeout: relayTestIdle}
+			relayCheckLeaks(t, r)
+			start := time.Now()
+			tt := relayStart(t, r, relayListen(t), m)
+			res := tt.wait(t, 5*time.Second)
+			if elapsed := time.Since(start); elapsed < relayTestIdle {
+				t.Errorf("ended after %v; want >= %v", elapsed, relayTestIdle)
+			}
+			if res.Reason != EndIdleTimeout || !errors.Is(res.Err, os.ErrDeadlineExceeded) {
+				t.Errorf("Run = %+v; want reason %s, os.ErrDeadlineExceeded", res, EndIdleTimeout)
+			}
+			relayExpectClosed(t, tt.client)
+		})
+
+		// Traffic one way only, for 5 timeouts: the quiet direction must
+		// not end the tunnel.
+		for _, up := range []bool{true, false} {
+			name := m.name + "/active_up_only"
+			if !up {
+				name = m.name + "/active_down_only"
+			}
+			t.Run(name, func(t *testing.T) {
+				r := &Relay{IdleTimeout: relayTestIdle}
+				relayCheckLeaks(t, r)
+				ln := relayListen(t)
+				// The timing claim holds only if the test itself sent
+				// often enough; on a loaded machine a stall of the whole
+				// process can starve the sender, so such a run is retried.
+				const attempts = 5
+				for i := 1; !relayOneWayActive(t, r, ln, m, up); i++ {
+					if i == attempts {
+						t.Skipf("inconclusive: the test process stalled for > %v in each of %d attempts", relayTestIdle/2, attempts)
+					}
+				}
+			})
+		}
+
+		// A peer that stops reading: the writes block and nothing moves,
+		// which is idleness too.
+		t.Run(m.name+"/blocked_writer", func(t *testing.T) {
+			r := &Relay{IdleTimeout: relayTestIdle}
+			relayCheckLeaks(t, r)
+			tt := relayStart(t, r, relayListen(t), m)
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					if _, err := tt.client.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			res := tt.wait(t, 20*time.Second)
+			if res.Reason != EndIdleTimeout || res.Up == 0 {
+				t.Errorf("Run = %+v; want reason %s after some bytes up", res, EndIdleTimeout)
+			}
+		})
+	}
+}
+
+// relayOneWayActive sends a byte one way every IdleTimeout/5 for 5 timeouts
+// and checks that the tunnel lives through it and then ends idle. It reports
+// false (inconclusive) when the test itself was stalled for half a timeout.
+func relayOneWayActive(t *testing.T, r *Relay, ln net.Listener, m relayMode, up bool) bool {
+	t.Helper()
+	tt := relayStart(t, r, ln, m)
+	sender, receiver := tt.client, tt.target
+	if !up {
+		sender, receiver = receiver, sender
+	}
+	received := make(chan int, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, receiver)
+		received <- int(n)
+	}()
+	tick := time.NewTicker(relayTestIdle / 5)
+	defer tick.Stop()
+	sends, last, maxGap := 0, time.Now(), time.Duration(0)
+	endedEarly := false
+	for end := last.Add(5 * relayTestIdle); last.Before(end) && !endedEarly; {
+		select {
+		case <-tt.done:
+			endedEarly = true
+		case <-tick.C:
+			if _, err := sender.Write([]byte{'x'}); err != nil {
+				endedEarly = true
+				break
+			}
+			sends++
+			now := time.Now()
+			maxGap = max(maxGap, now.Sub(last))
+			last = now
+		}
+	}
+	res := tt.wait(t, 5*time.Second)
+	quiet := time.Since(last)
+	if endedEarly || quiet < relayTestIdle {
+		if maxGap > relayTestIdle/2 {
+			t.Logf("inconclusive: the sender stalled for %v; retrying", maxGap)
+			return false
+		}
+		t.Fatalf("tunnel ended %v after the last byte while one direction was active (longest gap between sends %v): %+v", quiet, maxGap, res)
+	}
+	if res.Reason != EndIdleTimeout || !errors.Is(res.Err, os.ErrDeadlineExceeded) {
+		t.Errorf("Run = %+v; want reason %s, os.ErrDeadlineExceeded", res, EndIdleTimeout)
+	}
+	if got := <-received; got != sends {
+		t.Errorf("receiver got %d bytes; want %d", got, sends)
+	}
+	return true
+}
+
+// Run must clear deadlines left over from the handshake.
+func TestRelayClearsStaleDeadlines(t *testing.T) {
+	r := &Relay{}
+	relayCheckLeaks(t, r)
+	ln := relayListen(t)
+	client, clientSide := relayConnPair(t, ln)
+	targetSide, target := relayConnPair(t, ln)
+	defer client.Close()
+	defer target.Close()
+	clientSide.SetDeadline(time.Now().Add(-time.Second))
+	targetSide.SetDeadline(time.Now().Add(-time.Second))
+	done := make(chan RelayResult, 1)
+	go func() { done <- r.Run(context.Background(), clientSide, targetSide) }()
+	client.Write([]byte("ping"))
+	target.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(target, got); err != nil || !bytes.Equal(got, []byte("ping")) {
+		t.Fatalf("target read %q, %v; want ping", got, err)
+	}
+	client.CloseWrite()
+	if rest, err := io.ReadAll(target); len(rest) != 0 || err != nil {
+		t.Fatalf("target read %q, %v after the client's EOF; want EOF", rest, err)
+	}
+	target.CloseWrite()
+	select {
+	case res := <-done:
+		if want := (RelayResult{Up: 4, Reason: EndClientClosed}); res != want {
+			t.Errorf("Run = %+v; want %+v", res, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// An idle tunnel must hold its two sockets and nothing else: no pipe, no
+// extra fd; and exactly two goroutines.
+func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
+	if _, _, _, ok := relayFDs(); !ok {
+		t.Skip("no /proc/self/fd")
+	}
+	const n = 50
+	for _, m := range relayModes {
+		t.Run(m.name, func(t *testing.T) {
+			r := &Relay{IdleTimeout: time.Hour} // deadlines armed, as in production
+			relayCheckLeaks(t, r)
+			ln := relayListen(t)
+			total0, pipes0, sockets0, _ := relayFDs()
+			for range n {
+				tt := relayStart(t, r, ln, m)
+				// One message each way, so both copiers have had a pipe or
+				// buffer and given it back.
+				msg := make([]byte, 4)
+				for _, p := range [][2]*net.TCPConn{{tt.client, tt.target}, {tt.target, tt.client}} {
+					if _, err := p[0].Write([]byte("ping")); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := io.ReadFull(p[1], msg); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			relayEventually(t, 5*time.Second, func() error {
+				total, pipes, sockets, _ := relayFDs()
+				spare := r.getSpares().pipes.spare()
+				if got, want := pipes-pipes0, 2*spare; got != want {
+					return fmt.Errorf("%d new pipe fds, want %d (the Relay's %d spare pipes): an idle tunnel holds a pipe", got, want, spare)
+				}
+				if got, want := sockets-sockets0, 4*n; got != want {
+					return fmt.Errorf("%d new sockets, want %d (2 far ends + 2 relay conns per tunnel)", got, want)
+				}
+				if got, want := total-total0, 4*n+2*spare; got != want {
+					return fmt.Errorf("%d new fds, want %d", got, want)
+				}
+				if got, want := relayGoroutines(), 2*n; got != want {
+					return fmt.Errorf("%d goroutines in the relay, want %d (2 per tunnel)", got, want)
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wsegress/wsegress/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; when
+// empty, the module version from the build info is used.
+var version = ""
+
+// run is the whole program as a function of its arguments and streams, so
+// tests can drive real flags.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	app := &cli.App{
+		Name:      "wsegress",
+		Usage:     "HTTP CONNECT forward proxy for outbound WebSocket clients",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		// Port lists in rules ("host:80,443") contain commas, so repeated
+		// flags and env vars separate rules with ";" instead.
+		SliceFlagSeparator: ";",
+		Commands: []*cli.Command{
+			{
+				Name:   "serve",
+				Usage:  "run the proxy",
+				Flags:  serveFlags(),
+				Action: func(c *cli.Context) error { return serve(c, stderr) },
+			},
+			passwdCommand(stdin, stdout, stderr),
+			{
+				Name:      "check",
+				Usage:     "validate flags, config file and users without starting the proxy",
+				Flags:     serveFlags(),
+				Action:    func(c *cli.Context) error { return check(c, stdout) },
+				ArgsUsage: " ",
+			},
+			{
+				Name:      "explain",
+				Usage:     "print which ACL rule decides host:port and why (resolves names, dials nothing)",
+				ArgsUsage: "host:port",
+				Flags: append(serveFlags(),
+					&cli.StringFlag{Name: "user", Usage: "decide for this user (and the groups it belongs to)"}),
+				Action: func(c *cli.Context) error { return explain(c, stdout) },
+			},
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					fmt.Fprintln(stdout, "wsegress", versionString())
+					return nil
+				},
+			},
+		},
+	}
+	return app.RunContext(ctx, args)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// newLogger builds the slog logger the flags ask for.
+func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.String("log-format") {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: use text or json", c.String("log-format"))
+	}
+}
+
+// serve runs the proxy until SIGINT/SIGTERM, reloading on SIGHUP.
+func serve(c *cli.Context, stderr io.Writer) error {
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	cfg, err := buildConfig(c)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	srv, err := proxy.New(cfg, log)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+
+	errc := make(chan error, 2)
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		defer ms.Close()
+		log.Info("metrics listening", "addr", ln.Addr().String())
+		go func() { errc <- fmt.Errorf("metrics: %w", ms.Serve(ln)) }()
+	}
+	go func() { errc <- srv.ListenAndServe() }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-c.Context.Done():
+			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
+			err := srv.Shutdown(ctx)
+			cancel()
+			if err != nil {
+				log.Warn("drain timeout: closed remaining tunnels", "err", err)
+			}
+			log.Info("stopped")
+			return nil
+		case err := <-errc:
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		case <-hup:
+			newCfg, err := buildConfig(c)
+			if err == nil {
+				err = srv.Reload(newCfg)
+			}
+			if err != nil {
+				log.Error("reload failed; keeping the previous configuration", "err", err)
+				continue
+			}
+			log.Info("reloaded", "tunnels", srv.OpenTunnels())
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy"
+)
+
+// env names the environment variable of a flag: WSEGRESS_<FLAG>.
+func env(flag string) []string {
+	return []string{"WSEGRESS_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
+}
+
+// serveFlags are the settings of the proxy, shared by serve, check and
+// explain so all three read the same configuration.
+func serveFlags() []cli.Flag {
+	str := func(name, value, usage string) cli.Flag {
+		return &cli.StringFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)}
+	}
+	dur := func(name string, value time.Duration, usage string) cli.Flag {
+		return &cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)}
+	}
+	num := func(name string, value int, usage string) cli.Flag {
+		return &cli.IntFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)}
+	}
+	boolean := func(name, usage string) cli.Flag {
+		return &cli.BoolFlag{Name: name, Usage: usage, EnvVars: env(name)}
+	}
+	list := func(name, usage string) cli.Flag {
+		return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: env(name)}
+	}
+	return []cli.Flag{
+		str("listen", "127.0.0.1:3128", "address to listen on"),
+		str("config", "", "YAML config file (ACL rules, groups, per-user limits)"),
+		dur("dial-timeout", 10*time.Second, "bound on resolving and connecting to a target"),
+		dur("idle-timeout", 0, "close a tunnel after this long with no byte in either direction (0: never)"),
+		dur("header-timeout", 10*time.Second, "bound on reading request headers"),
+		dur("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long open tunnels may finish before they are closed"),
+		num("max-header-bytes", 32<<10, "largest request header accepted (larger: 431)"),
+		str("upstream", "", "parent proxy for all targets: socks5://[user:pass@]host:port or http://[user:pass@]host:port"),
+		str("log-format", "text", "text or json"),
+		str("log-level", "info", "debug, info, warn or error"),
+
+		str("htpasswd", "", "turn on Basic proxy auth with this htpasswd file (bcrypt, apr1, SHA-crypt, {SHA})"),
+		str("groups", "", "groups file: lines 'group: user1 user2'"),
+		str("realm", "wsegress", "realm in Proxy-Authenticate"),
+		boolean("no-auth", "allow listening on a non-loopback address without authentication"),
+		boolean("allow-plaintext-passwords", "accept plaintext entries in the htpasswd file"),
+		dur("auth-cache-ttl", 5*time.Minute, "how long a verified user:password is remembered (negative: off)"),
+		num("auth-max-failures", 10, "failed logins per client IP or user within --auth-failure-window before it is refused with 429"),
+		dur("auth-failure-window", time.Minute, "window for --auth-max-failures"),
+		dur("auth-block", 5*time.Minute, "how long a client or user over --auth-max-failures is refused"),
+		boolean("no-auth-throttle", "turn off the failed-login throttle"),
+		num("max-auth-retries", 3, "407 answers on one client connection before it is closed"),
+
+		list("allow", "allow rule, repeatable: host, *.domain, .domain, IP or CIDR, with optional :ports (e.g. '*.example.com:443')"),
+		list("deny", "deny rule, repeatable (checked before --allow rules)"),
+		str("default", "", "when no rule matches: web (ports 80,443 to public addresses) or deny; empty: web without allow rules, deny with"),
+
+		num("max-tunnels", proxy.DefaultMaxTunnels(), "tunnels open at once (default derived from the open-file limit)"),
+		num("max-tunnels-per-user", 0, "tunnels per authenticated user (0: no limit)"),
+		num("max-tunnels-per-ip", 0, "tunnels per client IP (0: no limit)"),
+		num("max-tunnels-per-host", 0, "tunnels per destination host (0: no limit)"),
+		num("max-pending", 0, "requests between accept and their 200 (0: no limit)"),
+		dur("queue-timeout", 0, "how long a request waits for a free slot before 503 (0: no waiting)"),
+
+		str("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this address"),
+		boolean("ready-when-full", "keep /readyz green while the tunnel pool is full"),
+	}
+}
+
+// fileConfig is the YAML config file. Flags override its scalar settings;
+// its rules come after the rules given as flags.
+type fileConfig struct {
+	ACL    acl.Config          `yaml:"acl"`
+	Groups map[string][]string `yaml:"groups"`
+	Limits struct {
+		MaxTunnels        *int           `yaml:"max_tunnels"`
+		MaxTunnelsPerUser *int           `yaml:"max_tunnels_per_user"`
+		MaxTunnelsPerIP   *int           `yaml:"max_tunnels_per_ip"`
+		MaxTunnelsPerHost *int           `yaml:"max_tunnels_per_host"`
+		Users             map[string]int `yaml:"users"`
+		Groups            map[string]int `yaml:"groups"`
+	} `yaml:"limits"`
+}
+
+// loadFile reads and strictly decodes the YAML config (unknown keys are
+// errors: a typo must not silently weaken a policy).
+func loadFile(path string) (fileConfig, error) {
+	var fc fileConfig
+	if path == "" {
+		return fc, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fc, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return fc, fmt.Errorf("config %s: %w", path, err)
+	}
+	return fc, nil
+}
+
+// buildConfig turns flags, environment and config file into a
+// proxy.Config. It reports every problem it finds at once.
+func buildConfig(c *cli.Context) (proxy.Config, error) {
+	var errs []error
+	fc, err := loadFile(c.String("config"))
+	if err != nil {
+		return proxy.Config{}, err
+	}
+	cfg := proxy.Config{
+		Listen:         c.String("listen"),
+		DialTimeout:    c.Duration("dial-timeout"),
+		IdleTimeout:    c.Duration("idle-timeout"),
+		HeaderTimeout:  c.Duration("header-timeout"),
+		MaxHeaderBytes: c.Int("max-header-bytes"),
+		Htpasswd:       c.String("htpasswd"),
+		Groups:         c.String("groups"),
+		Realm:          c.String("realm"),
+		NoAuth:         c.Bool("no-auth"),
+		MaxAuthRetries: c.Int("max-auth-retries"),
+		Auth: auth.Options{
+			AllowPlaintext: c.Bool("allow-plaintext-passwords"),
+			CacheTTL:       c.Duration("auth-cache-ttl"),
+			Groups:         fc.Groups,
+			Throttle: auth.ThrottleConfig{
+				Disabled:    c.Bool("no-auth-throttle"),
+				MaxFailures: c.Int("auth-max-failures"),
+				Window:      c.Duration("auth-failure-window"),
+				Block:       c.Duration("auth-block"),
+			},
+		},
+		MaxPending:    c.Int("max-pending"),
+		QueueTimeout:  c.Duration("queue-timeout"),
+		MetricsListen: c.String("metrics-listen"),
+		ReadyWhenFull: c.Bool("ready-when-full"),
+	}
+	if u := c.String("upstream"); u != "" {
+		pu, err := url.Parse(u)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--upstream: not a URL (%v)", redactURLError(err)))
+		} else {
+			cfg.Upstream = pu
+		}
+	}
+
+	// ACL: --deny flags, then --allow flags, then the file's rules.
+	// Denies first, so a deny given on the command line always wins.
+	cfg.ACL.Default = fc.ACL.Default
+	if d := c.String("default"); d != "" {
+		cfg.ACL.Default = d
+	}
+	for _, r := range c.StringSlice("deny") {
+		cfg.ACL.Rules = append(cfg.ACL.Rules, acl.RuleSpec{Action: "deny", Target: r})
+	}
+	for _, r := range c.StringSlice("allow") {
+		cfg.ACL.Rules = append(cfg.ACL.Rules, acl.RuleSpec{Action: "allow", Target: r})
+	}
+	cfg.ACL.Rules = append(cfg.ACL.Rules, fc.ACL.Rules...)
+
+	cfg.Limits = proxy.Limits{
+		Global:  pick(c, "max-tunnels", fc.Limits.MaxTunnels),
+		PerUser: pick(c, "max-tunnels-per-user", fc.Limits.MaxTunnelsPerUser),
+		PerIP:   pick(c, "max-tunnels-per-ip", fc.Limits.MaxTunnelsPerIP),
+		PerHost: pick(c, "max-tunnels-per-host", fc.Limits.MaxTunnelsPerHost),
+		Users:   fc.Limits.Users,
+		Groups:  fc.Limits.Groups,
+	}
+	if len(fc.Groups) > 0 && cfg.Htpasswd == "" {
+		errs = append(errs, errors.New("config: groups need --htpasswd (groups are of authenticated users)"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cfg, err
+	}
+	cfg = cfg.Defaults()
+	return cfg, cfg.Validate()
+}
+
+// pick is a flag's value when set on the command line or environment,
+// else the file's value when present, else the flag's default.
+func pick(c *cli.Context, flag string, file *int) int {
+	if !c.IsSet(flag) && file != nil {
+		return *file
+	}
+	return c.Int(flag)
+}
+
+// redactURLError keeps a URL parse error from echoing a password.
+func redactURLError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return "invalid"
+}

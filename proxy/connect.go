@@ -1,0 +1,161 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wsegress/wsegress/acl"
+)
+
+// serveConnect runs the CONNECT path: authenticate, parse the target, take
+// a slot, dial (the ACL is checked on every resolved address), then hijack
+// and answer 200. goproxy's CONNECT handling is not used because v1.9.2
+// drops the hijacked bufio.Reader, and with it any bytes the client sent
+// right behind its CONNECT headers.
+func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
+	if !s.pending.TryEnter() {
+		s.refuse(w, q, ErrBusy)
+		return
+	}
+	defer s.pending.Leave()
+
+	if err := s.authenticate(q); err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	t, err := acl.ParseTarget(q.r.RequestURI)
+	if err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	q.target = t
+	slot, err := s.acquire(q)
+	if err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	target, err := s.dial(q)
+	if err != nil {
+		slot.Release()
+		s.refuse(w, q, err)
+		return
+	}
+
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		target.Close()
+		slot.Release()
+		s.refuse(w, q, fmt.Errorf("hijack: %w", err))
+		return
+	}
+	// net/http leaves its header deadlines on the connection.
+	client.SetDeadline(time.Time{})
+	up, err := s.answerConnect(client, brw.Reader, target, q.r.ProtoMinor)
+	if err != nil {
+		client.Close()
+		target.Close()
+		slot.Release()
+		s.logEnd(q, http.StatusOK, RelayResult{Up: up, Reason: "error", Err: err})
+		return
+	}
+	s.startTunnel(q, http.StatusOK, &tunnel{client: client, target: target}, slot, up)
+}
+
+// answerConnect writes the 200 (mirroring HTTP/1.0 or 1.1) and forwards the
+// bytes the client pipelined behind its CONNECT, which net/http already
+// read into its buffer. After this the buffer is dropped: everything else
+// comes straight from the socket.
+func (s *Server) answerConnect(client net.Conn, br bufferedReader, target net.Conn, minor int) (int64, error) {
+	line := "HTTP/1.1 200 Connection established\r\n\r\n"
+	if minor == 0 {
+		line = "HTTP/1.0 200 Connection established\r\n\r\n"
+	}
+	if _, err := io.WriteString(client, line); err != nil {
+		return 0, fmt.Errorf("write 200: %w", err)
+	}
+	return forwardBuffered(br, target)
+}
+
+// bufferedReader is the part of *bufio.Reader the hijack path needs.
+type bufferedReader interface {
+	Buffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
+// forwardBuffered writes whatever br holds to dst and empties br.
+func forwardBuffered(br bufferedReader, dst net.Conn) (int64, error) {
+	n := br.Buffered()
+	if n == 0 {
+		return 0, nil
+	}
+	b, _ := br.Peek(n)
+	m, err := dst.Write(b)
+	br.Discard(m)
+	if err != nil {
+		return int64(m), fmt.Errorf("forward %d pipelined bytes: %w", n, err)
+	}
+	return int64(m), nil
+}
+
+// startTunnel hands an established tunnel to its own goroutine, so the
+// net/http goroutine (whose stack grew while parsing) ends now and an idle
+// tunnel costs only the relay's small stacks.
+func (s *Server) startTunnel(q *request, status int, t *tunnel, slot *Slot, up int64) {
+	if !s.track(t) {
+		t.client.Close()
+		t.target.Close()
+		slot.Release()
+		s.logEnd(q, status, RelayResult{Up: up, Reason: "shutdown"})
+		return
+	}
+	s.metrics.TunnelOpened()
+	s.metrics.TunnelResult(resultOK)
+	go s.runTunnel(q, status, t, slot, up)
+}
+
+// runTunnel relays until the tunnel ends, then releases everything it
+// holds exactly once, whatever happened (including a panic).
+func (s *Server) runTunnel(q *request, status int, t *tunnel, slot *Slot, up int64) {
+	res := RelayResult{Reason: "panic"}
+	defer func() {
+		if p := recover(); p != nil {
+			t.client.Close()
+			t.target.Close()
+			res.Err = fmt.Errorf("panic: %v", p)
+			s.log.Error("relay panic", keyTarget, q.target.String(), keyErr, res.Err)
+		}
+		slot.Release()
+		s.untrack(t)
+		res.Up += up
+		s.metrics.TunnelClosed(time.Since(q.start))
+		s.logEnd(q, status, res)
+	}()
+	res = s.relay.Run(s.baseCtx, t.client, t.target)
+}
+
+// logEnd writes the canonical line of a tunnel that was established.
+func (s *Server) logEnd(q *request, status int, res RelayResult) {
+	attrs := []slog.Attr{
+		slog.String(keyClient, q.client.String()),
+		slog.String(keyUser, q.user),
+		slog.String(keyMethod, q.r.Method),
+		slog.String(keyTarget, q.target.String()),
+		slog.String(keyDialed, q.dialed),
+		slog.Int(keyStatus, status),
+		slog.String(keyResult, resultOK),
+		slog.String(keyRule, q.rule),
+		slog.Int64(keyBytesUp, res.Up),
+		slog.Int64(keyBytesDown, res.Down),
+		slog.Duration(keyDuration, time.Since(q.start)),
+		slog.String(keyEnd, string(res.Reason)),
+	}
+	if res.Err != nil {
+		attrs = append(attrs, slog.String(keyErr, res.Err.Error()))
+	}
+	s.log.LogAttrs(s.baseCtx, slog.LevelInfo, "tunnel closed", attrs...)
+}

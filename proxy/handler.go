@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/auth"
+)
+
+// connInfo is per client connection state, kept in the request context.
+type connInfo struct {
+	authFailures atomic.Int32 // 407s sent on this connection
+}
+
+type connInfoKey struct{}
+
+func withConnInfo(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connInfoKey{}, &connInfo{})
+}
+
+func connInfoFrom(ctx context.Context) *connInfo {
+	if ci, ok := ctx.Value(connInfoKey{}).(*connInfo); ok {
+		return ci
+	}
+	return &connInfo{}
+}
+
+// request is one proxy request on its way through admission: who asks,
+// for what, and what was decided, for the canonical log line.
+type request struct {
+	r       *http.Request
+	start   time.Time
+	client  netip.AddrPort
+	user    string
+	groups  []string
+	target  acl.Target
+	dialed  string
+	rule    string
+	reason  string
+	st      *state
+	retryIn time.Duration // for 429
+	failed  error         // set by the forward path when goproxy's round trip failed
+}
+
+func (q *request) subject() acl.Subject { return acl.Subject{User: q.user, Groups: q.groups} }
+
+// ServeHTTP routes a proxy request: CONNECT to the tunnel path, absolute-
+// form WebSocket upgrades to the upgrade path, other absolute-form requests
+// to goproxy. Origin-form requests are not for a forward proxy.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := &request{r: r, start: time.Now(), st: s.state.Load()}
+	q.client, _ = netip.ParseAddrPort(r.RemoteAddr)
+	switch {
+	case r.Method == http.MethodConnect:
+		s.serveConnect(w, q)
+	case !r.URL.IsAbs():
+		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", ErrNotProxy, r.Method, redact(r.URL.Path)))
+	case isUpgrade(r.Header):
+		s.serveUpgrade(w, q)
+	default:
+		s.serveForward(w, q)
+	}
+}
+
+// authenticate checks Proxy-Authorization when authentication is on.
+func (s *Server) authenticate(q *request) error {
+	a := q.st.auth
+	if a == nil {
+		return nil
+	}
+	vals := q.r.Header.Values("Proxy-Authorization")
+	hdr := ""
+	if len(vals) == 1 {
+		hdr = vals[0]
+	} else if len(vals) > 1 {
+		hdr = "\x00invalid" // two credentials: refuse rather than guess
+	}
+	res := a.Check(q.client.Addr().Unmap(), hdr)
+	q.user = res.User
+	switch res.Status {
+	case auth.StatusOK:
+		q.groups = a.Groups(res.User)
+		return nil
+	case auth.StatusThrottled:
+		q.retryIn = res.RetryAfter
+		s.metrics.AuthFailed("throttled")
+		return ErrThrottled
+	case auth.StatusMissing:
+		s.metrics.AuthFailed("missing")
+		return fmt.Errorf("%w: no credentials", ErrAuthRequired)
+	default:
+		s.metrics.AuthFailed("invalid")
+		return fmt.Errorf("%w: invalid credentials", ErrAuthRequired)
+	}
+}
+
+// acquire takes the request's tunnel slot, waiting up to QueueTimeout in
+// arrival order; the client hanging up while queued gives its place back.
+func (s *Server) acquire(q *request) (*Slot, error) {
+	slot, err := s.limiter.Acquire(q.r.Context(), Key{
+		User: q.user, Groups: q.groups, ClientIP: q.client.Addr().Unmap(), Host: q.target.Host,
+	}, s.cfg.QueueTimeout)
+	if err != nil {
+		var le *LimitError
+		if errors.As(err, &le) {
+			s.metrics.LimitRefused(le.Kind)
+			if le.Waited > 0 {
+				s.metrics.ObserveQueueWait(le.Waited)
+			}
+		}
+		return nil, err
+	}
+	if w := slot.Waited(); w > 0 {
+		s.metrics.ObserveQueueWait(w)
+	}
+	return slot, nil
+}
+
+// dial connects to the request's target under the dial timeout.
+func (s *Server) dial(q *request) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(q.r.Context(), s.cfg.DialTimeout)
+	defer cancel()
+	start := time.Now()
+	c, res, err := s.dialer.dial(ctx, q.st.policy, q.target, q.subject())
+	q.rule, q.reason, q.dialed = res.decision.Rule, res.decision.Reason, res.addr
+	if errors.Is(err, ErrDenied) {
+		s.metrics.ACLDenied(q.rule)
+		return nil, err
+	}
+	s.metrics.ObserveDial(time.Since(start))
+	return c, err
+}
+
+// refuse answers a request the proxy will not serve, with a short text
+// body and no internal details, and logs the canonical line.
+func (s *Server) refuse(w http.ResponseWriter, q *request, err error) {
+	status := statusFor(err)
+	s.errorHeaders(w.Header(), q, status)
+	w.WriteHeader(status)
+	fmt.Fprint(w, publicText(status, err))
+	s.metrics.TunnelResult(resultFor(status))
+	s.logRefused(q, status, err)
+}
+
+// refuseRaw is refuse for a connection already hijacked from net/http.
+func (s *Server) refuseRaw(c net.Conn, q *request, err error) {
+	status := statusFor(err)
+	body := publicText(status, err)
+	resp := &http.Response{
+		StatusCode: status, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{},
+		ContentLength: int64(len(body)), Body: io.NopCloser(strings.NewReader(body)), Close: true,
+	}
+	s.errorHeaders(resp.Header, q, status)
+	resp.Write(c)
+	s.metrics.TunnelResult(resultFor(status))
+	s.logRefused(q, status, err)
+}
+
+// errorHeaders sets the headers of an error response. Every error closes
+// the connection except 407, which keeps it for a retry with credentials
+// (Chromium retries on the same connection), a few times only.
+func (s *Server) errorHeaders(h http.Header, q *request, status int) {
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	switch status {
+	case http.StatusProxyAuthRequired:
+		h.Set("Proxy-Authenticate", `Basic realm="`+s.realm()+`"`)
+		if connInfoFrom(q.r.Context()).authFailures.Add(1) < int32(s.cfg.MaxAuthRetries) {
+			return
+		}
+	case http.StatusTooManyRequests:
+		h.Set("Retry-After", retryAfter(q.retryIn))
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", "1")
+	}
+	h.Set("Connection", "close")
+}
+
+// logRefused writes the canonical line of a request that got no tunnel.
+func (s *Server) logRefused(q *request, status int, err error) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.LogAttrs(q.r.Context(), level, "request refused",
+		slog.String(keyClient, q.client.String()),
+		slog.String(keyUser, q.user),
+		slog.String(keyMethod, q.r.Method),
+		slog.String(keyTarget, q.targetString()),
+		slog.Int(keyStatus, status),
+		slog.String(keyResult, resultFor(status)),
+		slog.String(keyRule, q.rule),
+		slog.String(keyReason, q.reason),
+		slog.String(keyErr, redact(err.Error())),
+		slog.Duration(keyDuration, time.Since(q.start)),
+	)
+}
+
+// realm is the current Proxy-Authenticate realm (it may change on Reload).
+func (s *Server) realm() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfgNow.Realm
+}
+
+// targetString is the target for logs: the parsed one, or the raw
+// request target with any userinfo removed.
+func (q *request) targetString() string {
+	if q.target.Host != "" {
+		return q.target.String()
+	}
+	if q.r.Method == http.MethodConnect {
+		return redact(q.r.RequestURI)
+	}
+	if q.r.URL != nil {
+		return redact(q.r.URL.Redacted())
+	}
+	return ""
+}
+
+// redact removes anything that looks like userinfo ("user:pass@") from s,
+// so a client that puts credentials in a target never has them logged.
+func redact(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	start := strings.LastIndex(s[:at], "//")
+	if start >= 0 {
+		start += 2
+	} else {
+		start = strings.LastIndexAny(s[:at], " \"'") + 1
+	}
+	return s[:start] + "REDACTED" + s[at:]
+}
+
+func retryAfter(d time.Duration) string {
+	sec := int(d.Round(time.Second) / time.Second)
+	if sec < 1 {
+		sec = 1
+	}
+	return strconv.Itoa(sec)
+}
+
+// isUpgrade reports whether h asks for a protocol upgrade (RFC 9110 7.8).
+func isUpgrade(h http.Header) bool {
+	if h.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}

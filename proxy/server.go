@@ -1,0 +1,278 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/auth"
+)
+
+// Server is a running proxy. Create it with New, start it with Serve or
+// ListenAndServe, stop it with Shutdown. It owns every tunnel it opens:
+// http.Server.Shutdown does not wait for hijacked connections
+// (golang/go#17721), so the Server tracks them itself.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	dialer  *dialer
+	relay   Relay
+	limiter *Limiter
+	pending *Gate
+	metrics *Metrics
+	http    *http.Server
+	gp      *goproxy.ProxyHttpServer
+
+	state atomic.Pointer[state] // swapped whole on Reload
+
+	// baseCtx parents every request and tunnel; cancelling it force-closes
+	// all tunnels at the end of Shutdown.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	mu       sync.Mutex // guards the following fields
+	tunnels  map[*tunnel]struct{}
+	draining bool
+	self     acl.Options    // the proxy's own addresses, denied as targets
+	cfgNow   Config         // the config of the last successful New/Reload
+	wg       sync.WaitGroup // one per tracked tunnel
+}
+
+// state is what a reload replaces: read once per request, never mutated.
+type state struct {
+	policy *acl.Policy
+	auth   *auth.Authenticator // nil: no authentication
+}
+
+// tunnel is one established CONNECT tunnel or WebSocket upgrade.
+type tunnel struct {
+	client, target net.Conn
+}
+
+// New validates cfg and builds a Server. log, if nil, discards.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	cfg = cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d, err := newDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		dialer:  d,
+		limiter: NewLimiter(cfg.Limits),
+		pending: new(Gate), // always counted, so metrics show it and a reload can set a limit
+		metrics: NewMetrics(),
+		tunnels: make(map[*tunnel]struct{}),
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.pending.SetLimit(cfg.MaxPending)
+	s.relay = Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
+	s.metrics.SetPoolSource(s.poolUsage)
+	st, err := s.buildState(cfg, acl.Options{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	s.cfgNow = cfg
+	s.gp = s.newGoproxy()
+	s.http = &http.Server{
+		Handler:                      s,
+		ReadHeaderTimeout:            cfg.HeaderTimeout,
+		IdleTimeout:                  2 * time.Minute,
+		MaxHeaderBytes:               cfg.MaxHeaderBytes,
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:                  func(net.Listener) context.Context { return s.baseCtx },
+		ConnContext:                  withConnInfo,
+	}
+	return s, nil
+}
+
+// buildState compiles the policy and loads (or reloads) the users.
+func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, error) {
+	pol, err := acl.Compile(cfg.ACL, self)
+	if err != nil {
+		return nil, fmt.Errorf("acl: %w", err)
+	}
+	st := &state{policy: pol}
+	if cfg.Htpasswd == "" {
+		return st, nil
+	}
+	if old != nil && old.auth != nil && s.cfgNow.Htpasswd == cfg.Htpasswd && s.cfgNow.Groups == cfg.Groups {
+		if err := old.auth.Reload(); err != nil {
+			return nil, err
+		}
+		st.auth = old.auth
+		return st, nil
+	}
+	a, err := auth.New(cfg.Htpasswd, cfg.Groups, cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	st.auth = a
+	return st, nil
+}
+
+// Reload applies a new configuration to new requests: users, groups, ACL
+// and limits. Open tunnels are never touched; a lowered limit only refuses
+// new tunnels until usage drops. Listen address and timeouts are fixed at
+// New. On error nothing changes.
+func (s *Server) Reload(cfg Config) error {
+	cfg = cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.buildState(cfg, s.self, s.state.Load())
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	s.limiter.SetLimits(cfg.Limits)
+	s.pending.SetLimit(cfg.MaxPending)
+	s.cfgNow = cfg
+	return nil
+}
+
+// ListenAndServe listens on the configured address and serves until
+// Shutdown. It always returns a non-nil error (http.ErrServerClosed after
+// Shutdown).
+func (s *Server) ListenAndServe() error {
+	lc := net.ListenConfig{KeepAlive: s.cfg.KeepAlive}
+	ln, err := lc.Listen(s.baseCtx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts proxy connections on ln until Shutdown. Serve always
+// returns a non-nil error and closes ln. The proxy's own address is added
+// to the policy's built-in denies, so a client cannot loop it into itself.
+func (s *Server) Serve(ln net.Listener) error {
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		s.mu.Lock()
+		s.self.SelfAddrs = append(s.self.SelfAddrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		if ap.Addr().IsUnspecified() && s.self.LocalAddrs == nil {
+			// Listening on every interface: any local address is us.
+			s.self.LocalAddrs, _ = acl.LocalAddrs()
+		}
+		st, err := s.buildState(s.cfgNow, s.self, s.state.Load())
+		if err == nil {
+			s.state.Store(st)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	s.log.Info("listening", keyAddr, ln.Addr().String())
+	return s.http.Serve(ln)
+}
+
+// Shutdown stops accepting, waits for open tunnels to end until ctx is
+// done, then closes what is left and waits for it to wind down. It returns
+// ctx.Err() if tunnels had to be closed by force.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	open := len(s.tunnels)
+	s.mu.Unlock()
+	s.log.Info("draining", keyTunnels, open)
+
+	// Stops the listener and waits for requests still being handled (a
+	// CONNECT between accept and its 200); hijacked tunnels are ours.
+	err := s.http.Shutdown(ctx)
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.cancelBase() // closes every remaining tunnel (Relay watches baseCtx)
+	s.http.Close()
+	<-done
+	return err
+}
+
+// track registers a tunnel; it fails once Shutdown has begun, so no
+// WaitGroup.Add can race the final Wait.
+func (s *Server) track(t *tunnel) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.tunnels[t] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(t *tunnel) {
+	s.mu.Lock()
+	delete(s.tunnels, t)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// OpenTunnels reports how many tunnels are established right now.
+func (s *Server) OpenTunnels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tunnels)
+}
+
+// MetricsHandler serves /metrics, /healthz and /readyz for this server.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler(s.ready) }
+
+// ready is nil when the proxy takes new tunnels.
+func (s *Server) ready() error {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		return errors.New("draining")
+	}
+	if !s.cfg.ReadyWhenFull && s.limiter.Full() {
+		return errors.New("tunnel pool full")
+	}
+	return nil
+}
+
+// countBytes feeds the byte counters as tunnels move data.
+func (s *Server) countBytes(up bool, n int64) {
+	if up {
+		s.metrics.AddBytes(n, 0)
+	} else {
+		s.metrics.AddBytes(0, n)
+	}
+}
+
+// poolUsage feeds the pool gauges at scrape time.
+func (s *Server) poolUsage() []Usage {
+	u := s.limiter.Usage()
+	return append(u, s.pending.Usage())
+}
+
+var _ http.Handler = (*Server)(nil)

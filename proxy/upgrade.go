@@ -1,0 +1,239 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wsegress/wsegress/acl"
+)
+
+// maxResponseHead bounds a target's response headers to an upgrade.
+const maxResponseHead = 64 << 10
+
+// serveUpgrade forwards an absolute-form WebSocket upgrade
+// (GET http://host/path or GET ws://host/path with Upgrade: websocket):
+// it sends the request to the target as HTTP/1.1 in origin form with the
+// hop-by-hop and Proxy-* headers removed, passes the target's 101 back
+// byte for byte, and from then on relays verbatim, including frame bytes
+// the client sent with its request and bytes the target sent behind its
+// 101. A refusal from the target (any status but 101) is passed back with
+// Connection: close.
+func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
+	r := q.r
+	if !s.pending.TryEnter() {
+		s.refuse(w, q, ErrBusy)
+		return
+	}
+	defer s.pending.Leave()
+	if err := s.authenticate(q); err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	if r.Method != http.MethodGet || r.ContentLength != 0 {
+		s.refuse(w, q, fmt.Errorf("%w: an upgrade must be a GET without a body", ErrBadRequest))
+		return
+	}
+	switch r.URL.Scheme {
+	case "http", "ws":
+	default:
+		s.refuse(w, q, fmt.Errorf("%w: scheme %q cannot be upgraded in absolute form; use CONNECT", ErrBadRequest, r.URL.Scheme))
+		return
+	}
+	t, err := acl.ParseURLTarget(r.URL)
+	if err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	q.target = t
+	slot, err := s.acquire(q)
+	if err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	target, err := s.dial(q)
+	if err != nil {
+		slot.Release()
+		s.refuse(w, q, err)
+		return
+	}
+	// Hijack before the exchange: bytes the client sent behind its request
+	// headers (a first frame; the 8 key bytes of an old hixie-76
+	// handshake, which the server needs before it answers) go to the
+	// target right behind the request, as the client sent them.
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		target.Close()
+		slot.Release()
+		s.refuse(w, q, fmt.Errorf("hijack: %w", err))
+		return
+	}
+	client.SetDeadline(time.Time{})
+	head, br, up, err := s.exchangeHead(target, r, brw.Reader)
+	if err == nil && statusOf(head) == http.StatusSwitchingProtocols {
+		// The 101 goes back untouched, with any bytes the target sent
+		// right behind it; from then on the relay moves everything.
+		if _, err = client.Write(head); err == nil {
+			_, err = forwardBuffered(br, client)
+		}
+		if err == nil {
+			s.startTunnel(q, http.StatusSwitchingProtocols, &tunnel{client: client, target: target}, slot, up)
+			return
+		}
+	}
+	defer slot.Release()
+	defer target.Close()
+	defer client.Close()
+	switch {
+	case err != nil && head == nil:
+		s.refuseRaw(client, q, err)
+	case err != nil:
+		s.logEnd(q, http.StatusSwitchingProtocols, RelayResult{Up: up, Reason: "error", Err: err})
+	default:
+		n, err := passRefusal(client, head, br, r)
+		s.metrics.TunnelResult(resultOK)
+		s.logEnd(q, statusOf(head), RelayResult{Up: up, Down: n, Reason: "target_refused_upgrade", Err: err})
+	}
+}
+
+// exchangeHead writes the upgrade request and the client's pipelined bytes
+// to the target and reads the raw bytes of its response head (status line
+// and headers, through the blank line). The returned reader holds whatever
+// the target sent after that; up counts the pipelined bytes.
+func (s *Server) exchangeHead(target net.Conn, r *http.Request, pipelined bufferedReader) (head []byte, br *bufio.Reader, up int64, err error) {
+	target.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+	defer target.SetDeadline(time.Time{})
+	if _, err := target.Write(upgradeRequest(r)); err != nil {
+		return nil, nil, 0, fmt.Errorf("write upgrade request: %w", err)
+	}
+	if up, err = forwardBuffered(pipelined, target); err != nil {
+		return nil, nil, up, err
+	}
+	br = bufio.NewReaderSize(target, 4096)
+	for {
+		line, err := br.ReadSlice('\n')
+		head = append(head, line...)
+		if err != nil && err != bufio.ErrBufferFull {
+			return nil, nil, up, fmt.Errorf("%w: read upgrade response: %w", ErrUpstream, err)
+		}
+		if len(head) > maxResponseHead {
+			return nil, nil, up, fmt.Errorf("%w: response head over %d bytes", ErrUpstream, maxResponseHead)
+		}
+		if err == nil && (string(line) == "\r\n" || string(line) == "\n") && len(head) > len(line) {
+			return head, br, up, nil
+		}
+	}
+}
+
+// statusOf returns the status code of a raw response head, or 0.
+func statusOf(head []byte) int {
+	line, _, _ := bytes.Cut(head, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/1.") || len(f[1]) != 3 {
+		return 0
+	}
+	code := 0
+	for _, c := range f[1] {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		code = code*10 + int(c-'0')
+	}
+	return code
+}
+
+// passRefusal relays a target's non-101 answer to the hijacked client,
+// parsed so its body is framed correctly, and marked Connection: close.
+func passRefusal(client net.Conn, head []byte, br *bufio.Reader, r *http.Request) (int64, error) {
+	resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(bytes.NewReader(head), br)), r)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUpstream, err)
+	}
+	defer resp.Body.Close()
+	for k := range resp.Header {
+		if isHopHeader(k) {
+			resp.Header.Del(k)
+		}
+	}
+	resp.Body = io.NopCloser(io.LimitReader(resp.Body, 1<<20))
+	resp.Close = true
+	cw := &countWriter{w: client}
+	err = resp.Write(cw)
+	return cw.n, err
+}
+
+// countWriter counts bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// upgradeRequest renders r for the target: origin-form request line,
+// HTTP/1.1, Host from the URL, end-to-end headers as the client sent
+// them, and Connection: Upgrade so the upgrade survives.
+func upgradeRequest(r *http.Request) []byte {
+	var b bytes.Buffer
+	b.Grow(512)
+	b.WriteString("GET ")
+	b.WriteString(r.URL.RequestURI())
+	b.WriteString(" HTTP/1.1\r\nHost: ")
+	b.WriteString(r.URL.Host)
+	b.WriteString("\r\n")
+	drop := connectionTokens(r.Header)
+	keys := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		if k == "Host" || k == "Connection" || (isHopHeader(k) && k != "Upgrade") || drop[strings.ToLower(k)] {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range r.Header[k] {
+			b.WriteString(k)
+			b.WriteString(": ")
+			b.WriteString(v)
+			b.WriteString("\r\n")
+		}
+	}
+	b.WriteString("Connection: Upgrade\r\n\r\n")
+	return b.Bytes()
+}
+
+// connectionTokens lists the headers named in Connection (they are
+// hop-by-hop for this hop), except Upgrade which must reach the target.
+func connectionTokens(h http.Header) map[string]bool {
+	m := map[string]bool{}
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.ToLower(strings.TrimSpace(tok))
+			if tok != "" && tok != "upgrade" {
+				m[tok] = true
+			}
+		}
+	}
+	return m
+}
+
+// isHopHeader reports the hop-by-hop headers of RFC 9110 7.6.1 and the
+// proxy's own, which never travel past the proxy.
+func isHopHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}

@@ -18,6 +18,7 @@ import (
 // right behind its CONNECT headers.
 func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 	if !s.pending.TryEnter() {
+		s.metrics.LimitRefused(KindPending)
 		s.refuse(w, q, ErrBusy)
 		return
 	}

@@ -63,12 +63,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q.client, _ = netip.ParseAddrPort(r.RemoteAddr)
 	switch {
 	case r.Method == http.MethodConnect:
+		s.metrics.Request("connect")
 		s.serveConnect(w, q)
 	case !r.URL.IsAbs():
+		s.metrics.Request("http")
 		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", ErrNotProxy, r.Method, redact(r.URL.Path)))
 	case isUpgrade(r.Header):
+		s.metrics.Request("upgrade")
 		s.serveUpgrade(w, q)
 	default:
+		s.metrics.Request("http")
 		s.serveForward(w, q)
 	}
 }

@@ -112,6 +112,11 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 		return nil, fmt.Errorf("acl: %w", err)
 	}
 	st := &state{policy: pol}
+	names := []string{acl.RuleDefault, acl.RuleNonPublic, acl.RuleSelf}
+	for _, r := range pol.Rules() {
+		names = append(names, r.Name)
+	}
+	s.metrics.InitACLRules(names...)
 	if cfg.Htpasswd == "" {
 		return st, nil
 	}

@@ -28,6 +28,7 @@ const maxResponseHead = 64 << 10
 func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	r := q.r
 	if !s.pending.TryEnter() {
+		s.metrics.LimitRefused(KindPending)
 		s.refuse(w, q, ErrBusy)
 		return
 	}

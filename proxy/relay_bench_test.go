@@ -1,0 +1,223 @@
+//go:build linux
+
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Benchmarks for the relay against a direct loopback connection. Everything
+// runs in one process, so besides MB/s each reports cpu-ns/MB, the process
+// CPU (user+sys, both endpoints included) per MB moved: the relay's own cost
+// is its figure minus direct's.
+
+// relayBenchPath is one way to connect the benchmark's two endpoints.
+type relayBenchPath struct {
+	name  string
+	relay *Relay // nil: direct connection
+	mode  relayMode
+}
+
+var relayBenchPaths = []relayBenchPath{
+	{name: "direct"},
+	{name: "splice64K", relay: &Relay{pipeSize: 64 << 10}},
+	{name: "splice256K", relay: &Relay{pipeSize: 256 << 10}},
+	{name: "splice1M", relay: &Relay{pipeSize: 1 << 20}},
+	{name: "buffer", relay: &Relay{}, mode: relayModes[1]},
+}
+
+// relayBenchConnect returns the endpoints' conns: direct, or through a
+// running Relay that the cleanup stops.
+func relayBenchConnect(b *testing.B, p relayBenchPath) (client, target *net.TCPConn) {
+	ln := relayListen(b)
+	if p.relay == nil {
+		client, target = relayConnPair(b, ln)
+		b.Cleanup(func() {
+			client.Close()
+			target.Close()
+		})
+		return client, target
+	}
+	tt := relayStart(b, p.relay, ln, p.mode)
+	return tt.client, tt.target
+}
+
+// relayCPU returns the CPU time this process has used.
+func relayCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRelayBulk streams 1 MiB per op one way (up) or both ways at once
+// (both).
+func BenchmarkRelayBulk(b *testing.B) {
+	const chunk = 1 << 20
+	data := make([]byte, chunk)
+	rand.NewChaCha8([32]byte{9}).Read(data)
+	for _, both := range []bool{false, true} {
+		dir := "up"
+		if both {
+			dir = "both"
+		}
+		for _, p := range relayBenchPaths {
+			b.Run(dir+"/"+p.name, func(b *testing.B) {
+				client, target := relayBenchConnect(b, p)
+				streams := [][2]*net.TCPConn{{client, target}}
+				if both {
+					streams = append(streams, [2]*net.TCPConn{target, client})
+				}
+				b.SetBytes(int64(len(streams) * chunk))
+				b.ReportAllocs()
+				cpu0 := relayCPU(b)
+				b.ResetTimer()
+				var wg sync.WaitGroup
+				for _, s := range streams {
+					wg.Go(func() {
+						for range b.N {
+							if _, err := s[0].Write(data); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+					wg.Go(func() {
+						buf := make([]byte, 256<<10)
+						if _, err := io.CopyBuffer(io.Discard, io.LimitReader(onlyReader{s[1]}, int64(b.N)*chunk), buf); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				mb := float64(b.N) * float64(len(streams)*chunk) / 1e6
+				b.ReportMetric(float64(relayCPU(b)-cpu0)/mb, "cpu-ns/MB")
+			})
+		}
+	}
+}
+
+// onlyReader hides WriterTo/ReaderFrom so the reader uses its own buffer.
+type onlyReader struct{ io.Reader }
+
+// BenchmarkRelayEcho measures the round trip of a 64-byte message echoed by
+// the target: the cost of small WebSocket frames.
+func BenchmarkRelayEcho(b *testing.B) {
+	paths := []relayBenchPath{relayBenchPaths[0], relayBenchPaths[2], relayBenchPaths[4]}
+	for _, p := range paths {
+		b.Run(p.name, func(b *testing.B) {
+			client, target := relayBenchConnect(b, p)
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := io.ReadFull(target, buf); err != nil {
+						return
+					}
+					if _, err := target.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			msg, got := make([]byte, 64), make([]byte, 64)
+			b.ReportAllocs()
+			cpu0 := relayCPU(b)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := client.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(client, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(relayCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// BenchmarkRelayIdle holds 1000 idle tunnels (each has moved one message
+// each way) and reports what the relay itself costs per tunnel, beyond the
+// conns: Go heap and goroutine stacks. The timed loop is empty; ns/op means
+// nothing here.
+func BenchmarkRelayIdle(b *testing.B) {
+	const n = 1000
+	for _, m := range relayModes {
+		b.Run(m.name, func(b *testing.B) {
+			b.StopTimer()
+			r := &Relay{IdleTimeout: time.Hour}
+			ln := relayListen(b)
+			type ends struct{ client, clientSide, targetSide, target *net.TCPConn }
+			conns := make([]ends, n)
+			for i := range conns {
+				e := &conns[i]
+				e.client, e.clientSide = relayConnPair(b, ln)
+				e.targetSide, e.target = relayConnPair(b, ln)
+			}
+			before := relayMem()
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			msg := make([]byte, 4)
+			for _, e := range conns {
+				var cs, ts net.Conn = e.clientSide, e.targetSide
+				if m.opaqueClient {
+					cs = relayOpaque{cs}
+				}
+				if m.opaqueTarget {
+					ts = relayOpaque{ts}
+				}
+				wg.Go(func() { r.Run(ctx, cs, ts) })
+				for _, p := range [][2]*net.TCPConn{{e.client, e.target}, {e.target, e.client}} {
+					if _, err := p[0].Write([]byte("ping")); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(p[1], msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			relayEventually(b, 10*time.Second, func() error {
+				if got := relayGoroutines(); got != 2*n {
+					return fmt.Errorf("%d relay goroutines, want %d", got, 2*n)
+				}
+				return nil
+			})
+			after := relayMem()
+			b.StartTimer()
+			for range b.N {
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(after.heap-before.heap)/n, "heap-B/tunnel")
+			b.ReportMetric(float64(after.stack-before.stack)/n, "stack-B/tunnel")
+			b.ReportMetric(float64(r.getSpares().pipes.spare()), "spare-pipes")
+			cancel()
+			wg.Wait()
+			for _, e := range conns {
+				e.client.Close()
+				e.target.Close()
+			}
+			r.getSpares().pipes.closeAll()
+		})
+	}
+}
+
+type relayMemStats struct{ heap, stack uint64 }
+
+func relayMem() relayMemStats {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return relayMemStats{heap: ms.HeapInuse, stack: ms.StackInuse}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/wsegress/wsegress/acl"
@@ -60,10 +61,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 		client.Close()
 		target.Close()
 		slot.Release()
-		s.logEnd(q, http.StatusOK, RelayResult{Up: up, Reason: "error", Err: err})
+		s.logEnd(q.endLog(), http.StatusOK, RelayResult{Up: up, Reason: "error", Err: err})
 		return
 	}
-	s.startTunnel(q, http.StatusOK, &tunnel{client: client, target: target}, slot, up)
+	s.startTunnel(q, http.StatusOK, client, target, slot, up)
 }
 
 // answerConnect writes the 200 (mirroring HTTP/1.0 or 1.1) and forwards the
@@ -103,56 +104,86 @@ func forwardBuffered(br bufferedReader, dst net.Conn) (int64, error) {
 	return int64(m), nil
 }
 
+// tunnel is one established CONNECT tunnel or WebSocket upgrade, with
+// what its end needs: its slot and the fields of its log line. It keeps
+// nothing of the http.Request, so an idle tunnel does not pin the
+// request's headers and buffers for hours.
+type tunnel struct {
+	client, target net.Conn
+	slot           *Slot
+	status         int
+	up             int64 // bytes forwarded before the relay started (pipelined)
+	log            endLog
+}
+
+// endLog is the part of a request its canonical end line needs.
+type endLog struct {
+	start  time.Time
+	client netip.AddrPort
+	user   string
+	method string
+	target acl.Target
+	dialed string
+	rule   string
+}
+
+func (q *request) endLog() endLog {
+	return endLog{start: q.start, client: q.client, user: q.user, method: q.r.Method,
+		target: q.target, dialed: q.dialed, rule: q.rule}
+}
+
 // startTunnel hands an established tunnel to its own goroutine, so the
 // net/http goroutine (whose stack grew while parsing) ends now and an idle
 // tunnel costs only the relay's small stacks.
-func (s *Server) startTunnel(q *request, status int, t *tunnel, slot *Slot, up int64) {
+func (s *Server) startTunnel(q *request, status int, client, target net.Conn, slot *Slot, up int64) {
+	t := &tunnel{client: client, target: target, slot: slot, status: status, up: up, log: q.endLog()}
 	if !s.track(t) {
-		t.client.Close()
-		t.target.Close()
+		client.Close()
+		target.Close()
 		slot.Release()
-		s.logEnd(q, status, RelayResult{Up: up, Reason: "shutdown"})
+		s.logEnd(t.log, status, RelayResult{Up: up, Reason: "shutdown"})
 		return
 	}
 	s.metrics.TunnelOpened()
 	s.metrics.TunnelResult(resultOK)
-	go s.runTunnel(q, status, t, slot, up)
+	go s.runTunnel(t)
 }
 
 // runTunnel relays until the tunnel ends, then releases everything it
 // holds exactly once, whatever happened (including a panic).
-func (s *Server) runTunnel(q *request, status int, t *tunnel, slot *Slot, up int64) {
+func (s *Server) runTunnel(t *tunnel) {
 	res := RelayResult{Reason: "panic"}
 	defer func() {
 		if p := recover(); p != nil {
 			t.client.Close()
 			t.target.Close()
 			res.Err = fmt.Errorf("panic: %v", p)
-			s.log.Error("relay panic", keyTarget, q.target.String(), keyErr, res.Err)
+			s.log.Error("relay panic", keyTarget, t.log.target.String(), keyErr, res.Err)
 		}
-		slot.Release()
+		t.slot.Release()
 		s.untrack(t)
-		res.Up += up
-		s.metrics.TunnelClosed(time.Since(q.start))
-		s.logEnd(q, status, res)
+		res.Up += t.up
+		s.metrics.TunnelClosed(time.Since(t.log.start))
+		s.logEnd(t.log, t.status, res)
 	}()
 	res = s.relay.Run(s.baseCtx, t.client, t.target)
 }
 
-// logEnd writes the canonical line of a tunnel that was established.
-func (s *Server) logEnd(q *request, status int, res RelayResult) {
+// logEnd writes the canonical line of a request that got its tunnel (or
+// its plain-HTTP response).
+func (s *Server) logEnd(l endLog, status int, res RelayResult) {
 	attrs := []slog.Attr{
-		slog.String(keyClient, q.client.String()),
-		slog.String(keyUser, q.user),
-		slog.String(keyMethod, q.r.Method),
-		slog.String(keyTarget, q.target.String()),
-		slog.String(keyDialed, q.dialed),
+		slog.String(keyClient, l.client.String()),
+		slog.String(keyUser, l.user),
+		slog.String(keyMethod, l.method),
+		slog.String(keyTarget, l.target.String()),
+		slog.String(keyDialed, l.dialed),
 		slog.Int(keyStatus, status),
 		slog.String(keyResult, resultOK),
-		slog.String(keyRule, q.rule),
+		slog.String(keyRule, l.rule),
 		slog.Int64(keyBytesUp, res.Up),
 		slog.Int64(keyBytesDown, res.Down),
-		slog.Duration(keyDuration, time.Since(q.start)),
+		slog.Duration(keyDuration, time.Since(l.start)),
 		slog.String(keyEnd, string(res.Reason)),
 	}
 	if res.Err != nil {

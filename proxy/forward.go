@@ -99,7 +99,7 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 		return
 	}
 	s.metrics.TunnelResult(resultOK)
-	s.logEnd(q, cw.status, RelayResult{Down: cw.n, Reason: "response_sent"})
+	s.logEnd(q.endLog(), cw.status, RelayResult{Down: cw.n, Reason: "response_sent"})
 }
 
 // dialForward is the goproxy transport's dial. It always dials the

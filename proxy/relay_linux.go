@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -100,16 +101,23 @@ func (c *relayCopier) waitReadable() error {
 // that just returned false would sleep through data that is already there.
 // A pending socket error is taken (the kernel clears it when reported), so
 // it is kept for waitReadable; otherwise a reset would read as a clean EOF.
+//
+// The raw syscall passes no address buffer: unix.Recvfrom's would escape to
+// the heap on every wait. MSG_DONTWAIT means it never blocks.
 func (c *relayCopier) peek(fd uintptr) bool {
 	for {
-		_, _, err := unix.Recvfrom(int(fd), c.sys.peekBuf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch err {
+		_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.sys.peekBuf[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
 			return false
+		case 0:
+			c.sys.err = nil // data or EOF
+		default:
+			c.sys.err = errno
 		}
-		c.sys.err = err // nil: data or EOF
 		return true
 	}
 }

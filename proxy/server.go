@@ -54,11 +54,6 @@ type state struct {
 	auth   *auth.Authenticator // nil: no authentication
 }
 
-// tunnel is one established CONNECT tunnel or WebSocket upgrade.
-type tunnel struct {
-	client, target net.Conn
-}
-
 // New validates cfg and builds a Server. log, if nil, discards.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	cfg = cfg.Defaults()

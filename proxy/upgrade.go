@@ -84,7 +84,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 			_, err = forwardBuffered(br, client)
 		}
 		if err == nil {
-			s.startTunnel(q, http.StatusSwitchingProtocols, &tunnel{client: client, target: target}, slot, up)
+			s.startTunnel(q, http.StatusSwitchingProtocols, client, target, slot, up)
 			return
 		}
 	}
@@ -95,11 +95,11 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	case err != nil && head == nil:
 		s.refuseRaw(client, q, err)
 	case err != nil:
-		s.logEnd(q, http.StatusSwitchingProtocols, RelayResult{Up: up, Reason: "error", Err: err})
+		s.logEnd(q.endLog(), http.StatusSwitchingProtocols, RelayResult{Up: up, Reason: "error", Err: err})
 	default:
 		n, err := passRefusal(client, head, br, r)
 		s.metrics.TunnelResult(resultOK)
-		s.logEnd(q, statusOf(head), RelayResult{Up: up, Down: n, Reason: "target_refused_upgrade", Err: err})
+		s.logEnd(q.endLog(), statusOf(head), RelayResult{Up: up, Down: n, Reason: "target_refused_upgrade", Err: err})
 	}
 }
 

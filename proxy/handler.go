@@ -218,8 +218,9 @@ func (s *Server) realm() string {
 	return s.cfgNow.Realm
 }
 
-// targetString is the target for logs: the parsed one, or the raw
-// request target with any userinfo removed.
+// targetString is the target for logs: the parsed one, or else the raw
+// host:port only — never a path or query, which often carry tokens in
+// WebSocket URLs, and never userinfo.
 func (q *request) targetString() string {
 	if q.target.Host != "" {
 		return q.target.String()
@@ -228,7 +229,7 @@ func (q *request) targetString() string {
 		return redact(q.r.RequestURI)
 	}
 	if q.r.URL != nil {
-		return redact(q.r.URL.Redacted())
+		return redact(q.r.URL.Host)
 	}
 	return ""
 }

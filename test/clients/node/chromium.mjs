@@ -6,7 +6,7 @@
 //        --user U --prime https://host:port/prime --url ws://host:port/echo --case ID \
 //        --spki BASE64
 //
-// What this client shows (see CLIENTS.md):
+// What this client shows (see the README's Client set-up):
 //  - Chromium skips the proxy for loopback targets unless the bypass list
 //    says <-loopback> (Playwright adds it; plain Chromium needs
 //    --proxy-bypass-list=<-loopback>).

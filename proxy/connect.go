@@ -24,6 +24,16 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 		return
 	}
 	defer s.pending.Leave()
+	if !s.enter() {
+		s.refuse(w, q, ErrShuttingDown)
+		return
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.leave()
+		}
+	}()
 
 	if err := s.authenticate(q); err != nil {
 		s.refuse(w, q, err)
@@ -56,15 +66,14 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 	}
 	// net/http leaves its header deadlines on the connection.
 	client.SetDeadline(time.Time{})
-	up, err := s.answerConnect(client, brw.Reader, target, q.r.ProtoMinor)
+	tn := s.newTunnel(q, http.StatusOK, client, target, slot)
+	handedOff = true
+	tn.up, err = s.answerConnect(client, brw.Reader, target, q.r.ProtoMinor)
 	if err != nil {
-		client.Close()
-		target.Close()
-		slot.Release()
-		s.logEnd(q.endLog(), http.StatusOK, RelayResult{Up: up, Reason: "error", Err: err})
+		s.finish(tn, RelayResult{Reason: EndError, Err: err})
 		return
 	}
-	s.startTunnel(q, http.StatusOK, client, target, slot, up)
+	go s.runTunnel(tn)
 }
 
 // answerConnect writes the 200 (mirroring HTTP/1.0 or 1.1) and forwards the
@@ -112,7 +121,7 @@ type tunnel struct {
 	client, target net.Conn
 	slot           *Slot
 	status         int
-	up             int64 // bytes forwarded before the relay started (pipelined)
+	up, down       int64 // bytes forwarded before the relay started (pipelined)
 	log            endLog
 }
 
@@ -132,41 +141,50 @@ func (q *request) endLog() endLog {
 		target: q.target, dialed: q.dialed, rule: q.rule}
 }
 
-// startTunnel hands an established tunnel to its own goroutine, so the
-// net/http goroutine (whose stack grew while parsing) ends now and an idle
-// tunnel costs only the relay's small stacks.
-func (s *Server) startTunnel(q *request, status int, client, target net.Conn, slot *Slot, up int64) {
-	t := &tunnel{client: client, target: target, slot: slot, status: status, up: up, log: q.endLog()}
-	if !s.track(t) {
-		client.Close()
-		target.Close()
-		slot.Release()
-		s.logEnd(t.log, status, RelayResult{Up: up, Reason: "shutdown"})
-		return
-	}
+// newTunnel lists an established tunnel. From here on finish (directly,
+// or at the end of runTunnel) releases everything it holds.
+func (s *Server) newTunnel(q *request, status int, client, target net.Conn, slot *Slot) *tunnel {
+	t := &tunnel{client: client, target: target, slot: slot, status: status, log: q.endLog()}
+	s.track(t)
 	s.metrics.TunnelOpened()
 	s.metrics.TunnelResult(resultOK)
-	go s.runTunnel(t)
+	return t
 }
 
-// runTunnel relays until the tunnel ends, then releases everything it
-// holds exactly once, whatever happened (including a panic).
+// runTunnel relays until the tunnel ends. It runs in a goroutine of its
+// own, so the net/http goroutine (whose stack grew while parsing) ends
+// and an idle tunnel costs only the relay's small stacks.
 func (s *Server) runTunnel(t *tunnel) {
 	res := RelayResult{Reason: "panic"}
 	defer func() {
 		if p := recover(); p != nil {
-			t.client.Close()
-			t.target.Close()
 			res.Err = fmt.Errorf("panic: %v", p)
 			s.log.Error("relay panic", keyTarget, t.log.target.String(), keyErr, res.Err)
 		}
-		t.slot.Release()
-		s.untrack(t)
-		res.Up += t.up
-		s.metrics.TunnelClosed(time.Since(t.log.start))
-		s.logEnd(t.log, t.status, res)
+		s.finish(t, res)
 	}()
+	// Bytes forwarded before the relay took over count like any others.
+	if t.up > 0 {
+		s.countBytes(true, t.up)
+	}
+	if t.down > 0 {
+		s.countBytes(false, t.down)
+	}
 	res = s.relay.Run(s.baseCtx, t.client, t.target)
+}
+
+// finish releases what a tunnel holds, exactly once: both sockets, its
+// slot, its place in the drain, and writes its end line.
+func (s *Server) finish(t *tunnel, res RelayResult) {
+	t.client.Close()
+	t.target.Close()
+	t.slot.Release()
+	s.untrack(t)
+	res.Up += t.up
+	res.Down += t.down
+	s.metrics.TunnelClosed(time.Since(t.log.start))
+	s.logEnd(t.log, t.status, res)
+	s.leave()
 }
 
 // logEnd writes the canonical line of a request that got its tunnel (or

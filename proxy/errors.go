@@ -29,6 +29,8 @@ var (
 	// ErrBusy marks a request refused because too many handshakes are in
 	// progress (--max-pending) (503).
 	ErrBusy = errors.New("too many pending requests")
+	// ErrShuttingDown marks a request that arrived while draining (503).
+	ErrShuttingDown = errors.New("proxy shutting down")
 	// ErrUpstream marks a target that answered an upgrade with garbage (502).
 	ErrUpstream = errors.New("bad response from target")
 )
@@ -49,7 +51,7 @@ func statusFor(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrDenied):
 		return http.StatusForbidden
-	case errors.As(err, &le), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrBusy):
+	case errors.As(err, &le), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrBusy), errors.Is(err, ErrShuttingDown):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsTimeout {
@@ -126,6 +128,9 @@ func publicText(status int, err error) string {
 		}
 		if errors.Is(err, ErrBusy) {
 			return "proxy busy: pending limit reached\n"
+		}
+		if errors.Is(err, ErrShuttingDown) {
+			return "proxy shutting down\n"
 		}
 		return "proxy busy\n"
 	case http.StatusBadGateway:

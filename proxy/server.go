@@ -45,7 +45,7 @@ type Server struct {
 	draining bool
 	self     acl.Options    // the proxy's own addresses, denied as targets
 	cfgNow   Config         // the config of the last successful New/Reload
-	wg       sync.WaitGroup // one per tracked tunnel
+	wg       sync.WaitGroup // one per CONNECT or upgrade in progress or established
 }
 
 // state is what a reload replaces: read once per request, never mutated.
@@ -216,24 +216,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// track registers a tunnel; it fails once Shutdown has begun, so no
-// WaitGroup.Add can race the final Wait.
-func (s *Server) track(t *tunnel) bool {
+// enter registers a request that may become a tunnel, from before its
+// dial until its tunnel ends. It fails once Shutdown has begun, so no
+// WaitGroup.Add races the final Wait, and a request between its dial and
+// its 200 is waited for too (http.Server.Shutdown stops waiting for a
+// connection the moment it is hijacked).
+func (s *Server) enter() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
 		return false
 	}
-	s.tunnels[t] = struct{}{}
 	s.wg.Add(1)
 	return true
+}
+
+// leave ends what enter began.
+func (s *Server) leave() { s.wg.Done() }
+
+// track lists an established tunnel (for OpenTunnels and logs).
+func (s *Server) track(t *tunnel) {
+	s.mu.Lock()
+	s.tunnels[t] = struct{}{}
+	s.mu.Unlock()
 }
 
 func (s *Server) untrack(t *tunnel) {
 	s.mu.Lock()
 	delete(s.tunnels, t)
 	s.mu.Unlock()
-	s.wg.Done()
 }
 
 // OpenTunnels reports how many tunnels are established right now.

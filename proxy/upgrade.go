@@ -33,6 +33,16 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		return
 	}
 	defer s.pending.Leave()
+	if !s.enter() {
+		s.refuse(w, q, ErrShuttingDown)
+		return
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.leave()
+		}
+	}()
 	if err := s.authenticate(q); err != nil {
 		s.refuse(w, q, err)
 		return
@@ -77,30 +87,37 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	}
 	client.SetDeadline(time.Time{})
 	head, br, up, err := s.exchangeHead(target, r, brw.Reader)
-	if err == nil && statusOf(head) == http.StatusSwitchingProtocols {
-		// The 101 goes back untouched, with any bytes the target sent
-		// right behind it; from then on the relay moves everything.
-		if _, err = client.Write(head); err == nil {
-			_, err = forwardBuffered(br, client)
-		}
-		if err == nil {
-			s.startTunnel(q, http.StatusSwitchingProtocols, client, target, slot, up)
-			return
-		}
-	}
-	defer slot.Release()
-	defer target.Close()
-	defer client.Close()
-	switch {
-	case err != nil && head == nil:
+	if err != nil {
+		target.Close()
+		slot.Release()
 		s.refuseRaw(client, q, err)
-	case err != nil:
-		s.logEnd(q.endLog(), http.StatusSwitchingProtocols, RelayResult{Up: up, Reason: "error", Err: err})
-	default:
-		n, err := passRefusal(client, head, br, r)
-		s.metrics.TunnelResult(resultOK)
-		s.logEnd(q.endLog(), statusOf(head), RelayResult{Up: up, Down: n, Reason: "target_refused_upgrade", Err: err})
+		client.Close()
+		return
 	}
+	status := statusOf(head)
+	tn := s.newTunnel(q, status, client, target, slot)
+	handedOff = true
+	tn.up = up
+	if status != http.StatusSwitchingProtocols {
+		n, err := passRefusal(client, head, br, r)
+		tn.down = n
+		s.finish(tn, RelayResult{Reason: "target_refused_upgrade", Err: err})
+		return
+	}
+	// The 101 goes back untouched, with any bytes the target sent right
+	// behind it; from then on the relay moves everything.
+	n, err := client.Write(head)
+	tn.down = int64(n)
+	if err == nil {
+		var m int64
+		m, err = forwardBuffered(br, client)
+		tn.down += m
+	}
+	if err != nil {
+		s.finish(tn, RelayResult{Reason: EndError, Err: err})
+		return
+	}
+	go s.runTunnel(tn)
 }
 
 // exchangeHead writes the upgrade request and the client's pipelined bytes

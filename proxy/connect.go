@@ -18,6 +18,12 @@ import (
 // drops the hijacked bufio.Reader, and with it any bytes the client sent
 // right behind its CONNECT headers.
 func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
+	if q.r.ContentLength != 0 || len(q.r.TransferEncoding) > 0 {
+		// A body would become tunnel bytes (chunk framing and all), and
+		// net/http does not watch for the client hanging up meanwhile.
+		s.refuse(w, q, fmt.Errorf("%w: CONNECT with a body", ErrBadRequest))
+		return
+	}
 	if !s.pending.TryEnter() {
 		s.metrics.LimitRefused(KindPending)
 		s.refuse(w, q, ErrBusy)
@@ -155,7 +161,7 @@ func (s *Server) newTunnel(q *request, status int, client, target net.Conn, slot
 // own, so the net/http goroutine (whose stack grew while parsing) ends
 // and an idle tunnel costs only the relay's small stacks.
 func (s *Server) runTunnel(t *tunnel) {
-	res := RelayResult{Reason: "panic"}
+	res := RelayResult{Reason: EndPanic}
 	defer func() {
 		if p := recover(); p != nil {
 			res.Err = fmt.Errorf("panic: %v", p)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"time"
 
 	xproxy "golang.org/x/net/proxy"
 
@@ -88,9 +89,9 @@ func (d *dialer) dial(ctx context.Context, pol *acl.Policy, t acl.Target, who ac
 		return nil, denied, fmt.Errorf("%s: %w", t, ErrDenied)
 	}
 	var firstErr error
-	for _, ip := range allowed {
+	for i, ip := range allowed {
 		res.addr = netip.AddrPortFrom(ip, t.Port).String()
-		c, err := d.net.DialContext(ctx, "tcp", res.addr)
+		c, err := d.dialOne(ctx, res.addr, len(allowed)-i)
 		if err == nil {
 			return c, res, nil
 		}
@@ -102,6 +103,23 @@ func (d *dialer) dial(ctx context.Context, pol *acl.Policy, t acl.Target, who ac
 		}
 	}
 	return nil, res, fmt.Errorf("dial %s: %w", t, firstErr)
+}
+
+// dialOne dials addr with a fair share of what is left of ctx's deadline
+// when more addresses remain to try, as net.Dialer does: one blackholed
+// address (often an IPv6 one listed first) must not use up the whole
+// dial timeout while another would answer.
+func (d *dialer) dialOne(ctx context.Context, addr string, remaining int) (net.Conn, error) {
+	if dl, ok := ctx.Deadline(); ok && remaining > 1 {
+		share := time.Until(dl) / time.Duration(remaining)
+		if share < 2*time.Second {
+			share = min(2*time.Second, time.Until(dl))
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, share)
+		defer cancel()
+	}
+	return d.net.DialContext(ctx, "tcp", addr)
 }
 
 // resolve returns the addresses of t (the literal itself for an IP).
@@ -133,15 +151,7 @@ func newUpstream(u *url.URL, forward *net.Dialer) (xproxy.ContextDialer, error) 
 			p, _ := u.User.Password()
 			a = &xproxy.Auth{User: u.User.Username(), Password: p}
 		}
-		d, err := xproxy.SOCKS5("tcp", u.Host, a, forward)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", u.Redacted(), err)
-		}
-		cd, ok := d.(xproxy.ContextDialer)
-		if !ok {
-			return nil, fmt.Errorf("upstream %s: dialer has no context support", u.Redacted())
-		}
-		return cd, nil
+		return &socksDialer{parent: u, auth: a, forward: forward}, nil
 	case "http":
 		return &httpConnectDialer{parent: u, forward: forward}, nil
 	default:
@@ -150,3 +160,46 @@ func newUpstream(u *url.URL, forward *net.Dialer) (xproxy.ContextDialer, error) 
 }
 
 var errUpstreamRefused = errors.New("upstream proxy refused CONNECT")
+
+// socksDialer tunnels through a SOCKS5 parent with x/net/proxy and
+// returns the parent's raw TCP connection once the handshake is done.
+// x/net wraps it in a type with neither CloseWrite nor SyscallConn, which
+// would lose half-close and splicing; its handshake reads exact byte
+// counts and buffers nothing, so the raw connection is safe to use.
+type socksDialer struct {
+	parent  *url.URL
+	auth    *xproxy.Auth
+	forward *net.Dialer
+}
+
+func (d *socksDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	rec := &recordingDialer{d: d.forward}
+	sd, err := xproxy.SOCKS5("tcp", d.parent.Host, d.auth, rec)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", d.parent.Redacted(), err)
+	}
+	c, err := sd.(xproxy.ContextDialer).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if rec.conn == nil {
+		return c, nil
+	}
+	return rec.conn, nil
+}
+
+// recordingDialer remembers the connection it made for one SOCKS dial.
+type recordingDialer struct {
+	d    *net.Dialer
+	conn net.Conn
+}
+
+func (r *recordingDialer) Dial(network, addr string) (net.Conn, error) {
+	return r.DialContext(context.Background(), network, addr)
+}
+
+func (r *recordingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := r.d.DialContext(ctx, network, addr)
+	r.conn = c
+	return c, err
+}

@@ -3,60 +3,104 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/elazarl/goproxy"
 
 	"github.com/wsegress/wsegress/acl"
 )
 
-// requestKey carries the admitted request to the transport's dial, so the
-// ACL decides with the same user and the same resolved addresses.
-type requestKey struct{}
+// dialedKey carries the connection serveForward dialed to goproxy's
+// transport, which takes it instead of dialing.
+type dialedKey struct{}
+
+// dialedConn is a connection handed to the transport at most once, and
+// what became of the request (written by goproxy's response hook, which
+// runs on the handler's goroutine).
+type dialedConn struct {
+	once   sync.Once
+	conn   net.Conn
+	failed error // the proxy, not the target, answered
+}
+
+// take returns the connection the first time and nil after.
+func (d *dialedConn) take() net.Conn {
+	var c net.Conn
+	d.once.Do(func() { c, d.conn = d.conn, nil })
+	return c
+}
+
+var errNoConn = errors.New("no admitted connection for this request")
 
 // newGoproxy builds the plain-HTTP forwarder. goproxy serves only
 // non-upgrade absolute-form requests here: CONNECT and WebSocket upgrades
-// have their own paths. Its transport dials through our dialer (never the
-// environment's HTTP_PROXY) and keeps no idle connections, because a
-// pooled connection dialed for one user must not serve another user whose
-// rules differ.
+// have their own paths. The request is admitted and its target dialed by
+// serveForward, exactly as for tunnels; the transport only takes that
+// connection (it never dials, so it never follows the environment's
+// HTTP_PROXY and never reaches an unchecked address) and keeps no idle
+// connections, because one dialed for one user must not serve another.
 func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = log.New(io.Discard, "", 0)
 	gp.KeepAcceptEncoding = true
 	gp.ConnectDial = nil
 	gp.Tr = &http.Transport{
-		Proxy:                  nil,
-		DialContext:            s.dialForward,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			if d, ok := ctx.Value(dialedKey{}).(*dialedConn); ok {
+				if c := d.take(); c != nil {
+					return c, nil
+				}
+			}
+			return nil, fmt.Errorf("dial %s: %w", addr, errNoConn)
+		},
 		DisableKeepAlives:      true,
-		ResponseHeaderTimeout:  0,
+		DisableCompression:     true, // pass Accept-Encoding and bodies as they are
 		MaxResponseHeaderBytes: int64(s.cfg.MaxHeaderBytes),
+		ResponseHeaderTimeout:  0,
 	}
 	gp.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
-		if resp != nil || ctx.Error == nil {
-			return resp
+		dc, _ := ctx.Req.Context().Value(dialedKey{}).(*dialedConn)
+		fail := func(status int, err error) *http.Response {
+			if dc != nil {
+				dc.failed = err
+			}
+			return errorResponse(ctx.Req, status, err)
 		}
-		q, _ := ctx.Req.Context().Value(requestKey{}).(*request)
-		status := statusFor(ctx.Error)
-		if q != nil {
-			q.failed = ctx.Error
+		switch {
+		case resp == nil && ctx.Error != nil:
+			return fail(statusFor(ctx.Error), ctx.Error)
+		case resp != nil && resp.StatusCode == http.StatusSwitchingProtocols:
+			// Only the upgrade path may switch protocols; goproxy would
+			// try to hijack a writer that cannot be hijacked.
+			resp.Body.Close()
+			return fail(http.StatusBadGateway, fmt.Errorf("%w: 101 to a request that asked for no upgrade", ErrUpstream))
+		case resp != nil:
+			removeHopHeaders(resp.Header)
 		}
-		body := publicText(status, ctx.Error)
-		return &http.Response{
-			StatusCode:    status,
-			ProtoMajor:    1,
-			ProtoMinor:    1,
-			Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Connection": {"close"}},
-			Body:          io.NopCloser(bytes.NewReader([]byte(body))),
-			ContentLength: int64(len(body)),
-			Request:       ctx.Req,
-		}
+		return resp
 	})
 	return gp
+}
+
+// errorResponse is a short text response for the forward path.
+func errorResponse(req *http.Request, status int, err error) *http.Response {
+	body := publicText(status, err)
+	return &http.Response{
+		StatusCode:    status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Connection": {"close"}},
+		Body:          io.NopCloser(bytes.NewReader([]byte(body))),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
 }
 
 // serveForward forwards an ordinary absolute-form request (not an upgrade).
@@ -89,33 +133,31 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 		return
 	}
 	defer slot.Release()
-	r.Header.Del("Proxy-Authorization")
-	r.Header.Del("Proxy-Connection")
+	conn, err := s.dial(q)
+	if err != nil {
+		s.refuse(w, q, err)
+		return
+	}
+	dc := &dialedConn{conn: conn}
+	defer func() {
+		if c := dc.take(); c != nil {
+			c.Close() // the transport never took it
+		}
+	}()
+
+	removeHopHeaders(r.Header)
+	if _, ok := r.Header["User-Agent"]; !ok {
+		r.Header["User-Agent"] = []string{""} // keep Go's transport from adding its own
+	}
 	cw := &countingWriter{ResponseWriter: w}
-	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), requestKey{}, q)))
-	if q.failed != nil {
+	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), dialedKey{}, dc)))
+	if dc.failed != nil {
 		s.metrics.TunnelResult(resultFor(cw.status))
-		s.logRefused(q, cw.status, q.failed)
+		s.logRefused(q, cw.status, dc.failed)
 		return
 	}
 	s.metrics.TunnelResult(resultOK)
-	s.logEnd(q.endLog(), cw.status, RelayResult{Down: cw.n, Reason: "response_sent"})
-}
-
-// dialForward is the goproxy transport's dial. It always dials the
-// admitted target of the request in ctx (the transport keeps no idle
-// connections, so every dial belongs to exactly one request), through the
-// same resolve-check-dial path as tunnels.
-func (s *Server) dialForward(ctx context.Context, _, addr string) (net.Conn, error) {
-	q, ok := ctx.Value(requestKey{}).(*request)
-	if !ok {
-		return nil, fmt.Errorf("dial %s: %w: no admitted request", addr, ErrDenied)
-	}
-	qc := *q
-	qc.r = q.r.WithContext(ctx)
-	c, err := s.dial(&qc)
-	q.rule, q.reason, q.dialed = qc.rule, qc.reason, qc.dialed
-	return c, err
+	s.logEnd(q.endLog(), cw.status, RelayResult{Down: cw.n, Reason: EndResponseSent})
 }
 
 // countingWriter records the status and body size goproxy wrote.
@@ -128,13 +170,17 @@ type countingWriter struct {
 func (w *countingWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		// Pass the target's headers as they are: no sniffed Content-Type.
+		if _, ok := w.Header()["Content-Type"]; !ok {
+			w.Header()["Content-Type"] = nil
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *countingWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.n += int64(n)

@@ -50,7 +50,6 @@ type request struct {
 	reason  string
 	st      *state
 	retryIn time.Duration // for 429
-	failed  error         // set by the forward path when goproxy's round trip failed
 }
 
 func (q *request) subject() acl.Subject { return acl.Subject{User: q.user, Groups: q.groups} }

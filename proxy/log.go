@@ -19,3 +19,16 @@ const (
 	keyErr       = "err"
 	keyTunnels   = "tunnels"
 )
+
+// End reasons of the server's own, beside the relay's (see EndReason):
+// they name how a request ended that never reached the relay, or left it
+// abnormally.
+const (
+	// EndTargetRefused: the target answered an upgrade with a status other
+	// than 101; its answer was passed back and the connection closed.
+	EndTargetRefused EndReason = "target_refused_upgrade"
+	// EndResponseSent: a plain-HTTP request got its response.
+	EndResponseSent EndReason = "response_sent"
+	// EndPanic: the relay panicked; the tunnel was closed and logged.
+	EndPanic EndReason = "panic"
+)

@@ -13,8 +13,9 @@ func (c *relayCopier) canSplice() bool { return false }
 
 func (c *relayCopier) spliceLoop() error { return c.bufferLoop() }
 
-// waitReadable returns at once: the read itself waits.
-func (c *relayCopier) waitReadable() error { return nil }
+// readChunk reads through the conn: off Linux the relay cannot wait on a
+// socket without reading from it.
+func (c *relayCopier) readChunk() (*[]byte, int, error) { return c.readBlocking() }
 
 // splicePipes is empty off Linux; it exists so that Relay is the same type
 // everywhere.

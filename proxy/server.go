@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +116,11 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	if cfg.Htpasswd == "" {
 		return st, nil
 	}
-	if old != nil && old.auth != nil && s.cfgNow.Htpasswd == cfg.Htpasswd && s.cfgNow.Groups == cfg.Groups {
+	// Same files and options: re-read the files in place, which keeps the
+	// failed-login throttle's state. Anything else (groups from the YAML
+	// config, cache or throttle settings) needs a new Authenticator.
+	if old != nil && old.auth != nil && s.cfgNow.Htpasswd == cfg.Htpasswd && s.cfgNow.Groups == cfg.Groups &&
+		reflect.DeepEqual(s.cfgNow.Auth, cfg.Auth) {
 		if err := old.auth.Reload(); err != nil {
 			return nil, err
 		}
@@ -210,8 +215,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	s.cancelBase() // closes every remaining tunnel (Relay watches baseCtx)
+	s.cancelBase() // ends running relays and pending dials
 	s.http.Close()
+	// Close every established tunnel's sockets too, whatever it is doing
+	// (a relay, or passing back a target's refusal), so nothing can keep
+	// the final wait from ending.
+	s.mu.Lock()
+	for t := range s.tunnels {
+		t.client.Close()
+		t.target.Close()
+	}
+	s.mu.Unlock()
 	<-done
 	return err
 }

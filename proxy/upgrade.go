@@ -86,7 +86,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		return
 	}
 	client.SetDeadline(time.Time{})
-	head, br, up, err := s.exchangeHead(target, r, brw.Reader)
+	head, br, up, err := s.exchangeHead(target, r, q.target, brw.Reader)
 	if err != nil {
 		target.Close()
 		slot.Release()
@@ -95,13 +95,25 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		return
 	}
 	status := statusOf(head)
+	if status == 0 {
+		target.Close()
+		slot.Release()
+		s.refuseRaw(client, q, fmt.Errorf("%w: not an HTTP response", ErrUpstream))
+		client.Close()
+		return
+	}
 	tn := s.newTunnel(q, status, client, target, slot)
 	handedOff = true
 	tn.up = up
 	if status != http.StatusSwitchingProtocols {
+		// Bounded like the head: a target that stalls in its body must
+		// not hold the tunnel (and a drain) forever.
+		deadline := time.Now().Add(s.cfg.HeaderTimeout)
+		target.SetReadDeadline(deadline)
+		client.SetWriteDeadline(deadline)
 		n, err := passRefusal(client, head, br, r)
 		tn.down = n
-		s.finish(tn, RelayResult{Reason: "target_refused_upgrade", Err: err})
+		s.finish(tn, RelayResult{Reason: EndTargetRefused, Err: err})
 		return
 	}
 	// The 101 goes back untouched, with any bytes the target sent right
@@ -124,10 +136,10 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 // to the target and reads the raw bytes of its response head (status line
 // and headers, through the blank line). The returned reader holds whatever
 // the target sent after that; up counts the pipelined bytes.
-func (s *Server) exchangeHead(target net.Conn, r *http.Request, pipelined bufferedReader) (head []byte, br *bufio.Reader, up int64, err error) {
+func (s *Server) exchangeHead(target net.Conn, r *http.Request, t acl.Target, pipelined bufferedReader) (head []byte, br *bufio.Reader, up int64, err error) {
 	target.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	defer target.SetDeadline(time.Time{})
-	if _, err := target.Write(upgradeRequest(r)); err != nil {
+	if _, err := target.Write(upgradeRequest(r, t)); err != nil {
 		return nil, nil, 0, fmt.Errorf("write upgrade request: %w", err)
 	}
 	if up, err = forwardBuffered(pipelined, target); err != nil {
@@ -174,12 +186,7 @@ func passRefusal(client net.Conn, head []byte, br *bufio.Reader, r *http.Request
 		return 0, fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
 	defer resp.Body.Close()
-	for k := range resp.Header {
-		if isHopHeader(k) {
-			resp.Header.Del(k)
-		}
-	}
-	resp.Body = io.NopCloser(io.LimitReader(resp.Body, 1<<20))
+	removeHopHeaders(resp.Header)
 	resp.Close = true
 	cw := &countWriter{w: client}
 	err = resp.Write(cw)
@@ -201,18 +208,19 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // upgradeRequest renders r for the target: origin-form request line,
 // HTTP/1.1, Host from the URL, end-to-end headers as the client sent
 // them, and Connection: Upgrade so the upgrade survives.
-func upgradeRequest(r *http.Request) []byte {
+func upgradeRequest(r *http.Request, t acl.Target) []byte {
 	var b bytes.Buffer
 	b.Grow(512)
 	b.WriteString("GET ")
 	b.WriteString(r.URL.RequestURI())
 	b.WriteString(" HTTP/1.1\r\nHost: ")
-	b.WriteString(r.URL.Host)
+	b.WriteString(hostHeader(t, r.URL.Port() != ""))
 	b.WriteString("\r\n")
 	drop := connectionTokens(r.Header)
 	keys := make([]string, 0, len(r.Header))
 	for k := range r.Header {
-		if k == "Host" || k == "Connection" || (isHopHeader(k) && k != "Upgrade") || drop[strings.ToLower(k)] {
+		if k == "Host" || k == "Connection" || (isHopHeader(k) && k != "Upgrade") || drop[strings.ToLower(k)] ||
+			strings.HasPrefix(k, "Proxy-") {
 			continue
 		}
 		keys = append(keys, k)
@@ -228,6 +236,31 @@ func upgradeRequest(r *http.Request) []byte {
 	}
 	b.WriteString("Connection: Upgrade\r\n\r\n")
 	return b.Bytes()
+}
+
+// hostHeader is the Host header for t: the canonical (punycode) host the
+// proxy dialed, with the port only if the client's URL had one.
+func hostHeader(t acl.Target, withPort bool) string {
+	if withPort {
+		return t.String()
+	}
+	if strings.Contains(t.Host, ":") {
+		return "[" + t.Host + "]"
+	}
+	return t.Host
+}
+
+// removeHopHeaders deletes the hop-by-hop headers of h, including those
+// its Connection header names (RFC 9110 7.6.1), and every Proxy-* header.
+func removeHopHeaders(h http.Header) {
+	for tok := range connectionTokens(h) {
+		h.Del(tok)
+	}
+	for k := range h {
+		if isHopHeader(k) || strings.HasPrefix(k, "Proxy-") {
+			delete(h, k)
+		}
+	}
 }
 
 // connectionTokens lists the headers named in Connection (they are

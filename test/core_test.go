@@ -478,6 +478,26 @@ func TestPlainHTTPForward(t *testing.T) {
 	}
 }
 
+// TestForwardTargetSwitchesProtocols: a target that answers 101 to a
+// request that asked for no upgrade gets the client a 502, not a panic.
+func TestForwardTargetSwitchesProtocols(t *testing.T) {
+	ln, conns := rawTarget(t)
+	w := newWorld(t, withAllow(ln.Addr()))
+	go func() {
+		tc, ok := <-conns
+		if !ok {
+			return
+		}
+		http.ReadRequest(bufio.NewReader(tc))
+		io.WriteString(tc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	}()
+	addr := ln.Addr().String()
+	resp, body, _, _ := w.rawRequest("GET http://" + addr + "/ HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status = %d %q; want 502", resp.StatusCode, body)
+	}
+}
+
 // TestStatusCodes drives every refusal with raw sockets and checks the
 // status, Connection: close and a short body.
 func TestStatusCodes(t *testing.T) {
@@ -503,6 +523,8 @@ func TestStatusCodes(t *testing.T) {
 		{"connect bad port", "CONNECT 127.0.0.1:99999 HTTP/1.1\r\n\r\n", 400},
 		{"connect port zero", "CONNECT 127.0.0.1:0 HTTP/1.1\r\n\r\n", 400},
 		{"origin form", "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"connect with a body", "CONNECT " + target + " HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 400},
+		{"connect chunked", "CONNECT " + target + " HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400},
 		{"unknown method", "BREW http://" + target + "/ HTTP/1.1\r\nHost: " + target + "\r\n\r\n", 501},
 		{"trace", "TRACE http://" + target + "/ HTTP/1.1\r\nHost: " + target + "\r\n\r\n", 501},
 		{"oversized headers", "CONNECT " + target + " HTTP/1.1\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431},

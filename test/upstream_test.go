@@ -41,6 +41,31 @@ func TestUpstreamSOCKS5(t *testing.T) {
 	wsEcho(t, w.wsDialer(w.proxyURL), wsURL(w.wss, "wss"))
 }
 
+// TestUpstreamSOCKS5HalfClose: through a SOCKS5 parent a client's
+// half-close still reaches the target (x/net's SOCKS conn has no
+// CloseWrite; the dialer hands the relay the raw connection).
+func TestUpstreamSOCKS5HalfClose(t *testing.T) {
+	socks := socks5Server(t)
+	ln, conns := rawTarget(t)
+	w := newWorld(t, func(c *proxy.Config) {
+		c.Upstream = &url.URL{Scheme: "socks5", Host: socks}
+		withAllow(ln.Addr())(c)
+	})
+	c, br, tc := connectRaw(t, w, ln.Addr().String(), conns)
+	io.WriteString(c, "abc")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "abc" {
+		t.Fatalf("target read %q, %v; want \"abc\" then EOF", got, err)
+	}
+	io.WriteString(tc, "got:abc")
+	tc.Close()
+	reply, err := io.ReadAll(br)
+	if err != nil || string(reply) != "got:abc" {
+		t.Fatalf("client read %q, %v", reply, err)
+	}
+}
+
 // TestIgnoresProxyEnvironment: wsegress never follows its own
 // HTTPS_PROXY/HTTP_PROXY; only --upstream chains.
 func TestIgnoresProxyEnvironment(t *testing.T) {

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
@@ -140,6 +142,9 @@ func (c Config) Validate() error {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("--%s %d: must not be negative", name, n))
 		}
+	}
+	if strings.ContainsAny(c.Realm, "\"\\") || strings.IndexFunc(c.Realm, unicode.IsControl) >= 0 {
+		errs = append(errs, fmt.Errorf("--realm %q: no quotes, backslashes or control characters (it goes inside a quoted header value)", c.Realm))
 	}
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)

@@ -41,12 +41,13 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
-	mu       sync.Mutex // guards the following fields
-	tunnels  map[*tunnel]struct{}
-	draining bool
-	self     acl.Options    // the proxy's own addresses, denied as targets
-	cfgNow   Config         // the config of the last successful New/Reload
-	wg       sync.WaitGroup // one per CONNECT or upgrade in progress or established
+	mu         sync.Mutex // guards the following fields
+	tunnels    map[*tunnel]struct{}
+	draining   bool
+	self       acl.Options    // the proxy's own addresses, denied as targets
+	cfgNow     Config         // the config of the last successful New/Reload
+	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
+	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
 }
 
 // state is what a reload replaces: read once per request, never mutated.
@@ -173,25 +174,50 @@ func (s *Server) ListenAndServe() error {
 // returns a non-nil error and closes ln. The proxy's own address is added
 // to the policy's built-in denies, so a client cannot loop it into itself.
 func (s *Server) Serve(ln net.Listener) error {
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		s.mu.Lock()
-		s.self.SelfAddrs = append(s.self.SelfAddrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-		if ap.Addr().IsUnspecified() && s.self.LocalAddrs == nil {
-			// Listening on every interface: any local address is us.
-			s.self.LocalAddrs, _ = acl.LocalAddrs()
-		}
-		st, err := s.buildState(s.cfgNow, s.self, s.state.Load())
-		if err == nil {
-			s.state.Store(st)
-		}
-		s.mu.Unlock()
-		if err != nil {
-			ln.Close()
-			return err
-		}
+	if err := s.addSelf(ln.Addr()); err != nil {
+		ln.Close()
+		return err
 	}
 	s.log.Info("listening", keyAddr, ln.Addr().String())
 	return s.http.Serve(ln)
+}
+
+// ServeMetrics serves /metrics, /healthz and /readyz on ln until
+// Shutdown, which closes it last (so /readyz reports the drain). Like
+// Serve it returns a non-nil error, and it denies ln's address as a
+// target: clients must not reach the metrics through the proxy.
+func (s *Server) ServeMetrics(ln net.Listener) error {
+	if err := s.addSelf(ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.cfg.HeaderTimeout}
+	s.mu.Lock()
+	s.metricsSrv = append(s.metricsSrv, hs)
+	s.mu.Unlock()
+	s.log.Info("metrics listening", keyAddr, ln.Addr().String())
+	return hs.Serve(ln)
+}
+
+// addSelf adds one of the proxy's own listening addresses to the denies.
+func (s *Server) addSelf(a net.Addr) error {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return nil // not an IP listener: nothing a client could dial
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.self.SelfAddrs = append(s.self.SelfAddrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	if ap.Addr().IsUnspecified() && s.self.LocalAddrs == nil {
+		// Listening on every interface: any local address is us.
+		s.self.LocalAddrs, _ = acl.LocalAddrs()
+	}
+	st, err := s.buildState(s.cfgNow, s.self, s.state.Load())
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	return nil
 }
 
 // Shutdown stops accepting, waits for open tunnels to end until ctx is
@@ -225,8 +251,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		t.client.Close()
 		t.target.Close()
 	}
+	metricsSrv := s.metricsSrv
 	s.mu.Unlock()
 	<-done
+	for _, hs := range metricsSrv {
+		hs.Close()
+	}
 	return err
 }
 

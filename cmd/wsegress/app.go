@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -34,19 +33,32 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		// Port lists in rules ("host:80,443") contain commas, so repeated
 		// flags and env vars separate rules with ";" instead.
 		SliceFlagSeparator: ";",
+		// Errors go back to main, which alone prints and exits (cli's
+		// default handler calls os.Exit from inside run).
+		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
 				Name:   "serve",
 				Usage:  "run the proxy",
 				Flags:  serveFlags(),
-				Action: func(c *cli.Context) error { return serve(c, stderr) },
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					return serve(c, stderr)
+				},
 			},
 			passwdCommand(stdin, stdout, stderr),
 			{
 				Name:      "check",
 				Usage:     "validate flags, config file and users without starting the proxy",
 				Flags:     serveFlags(),
-				Action:    func(c *cli.Context) error { return check(c, stdout) },
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					return check(c, stdout)
+				},
 				ArgsUsage: " ",
 			},
 			{
@@ -68,6 +80,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		},
 	}
 	return app.RunContext(ctx, args)
+}
+
+// noArgs refuses stray arguments: urfave/cli stops parsing flags at the
+// first one, so "serve x --htpasswd f" would silently run without auth.
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return cli.Exit(fmt.Sprintf("unexpected argument %q: flags go before arguments, and %s takes none", c.Args().First(), c.Command.Name), 2)
+	}
+	return nil
 }
 
 func versionString() string {
@@ -99,6 +120,12 @@ func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 
 // serve runs the proxy until SIGINT/SIGTERM, reloading on SIGHUP.
 func serve(c *cli.Context, stderr io.Writer) error {
+	// Catch SIGHUP before anything else: its default action would kill
+	// the process during a slow start.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	log, err := newLogger(c, stderr)
 	if err != nil {
 		return cli.Exit(err, 2)
@@ -118,16 +145,10 @@ func serve(c *cli.Context, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
 		}
-		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
-		defer ms.Close()
-		log.Info("metrics listening", "addr", ln.Addr().String())
-		go func() { errc <- fmt.Errorf("metrics: %w", ms.Serve(ln)) }()
+		go func() { errc <- srv.ServeMetrics(ln) }()
 	}
 	go func() { errc <- srv.ListenAndServe() }()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-c.Context.Done():
@@ -141,7 +162,7 @@ func serve(c *cli.Context, stderr io.Writer) error {
 			return nil
 		case err := <-errc:
 			if errors.Is(err, http.ErrServerClosed) {
-				return nil
+				continue
 			}
 			return err
 		case <-hup:

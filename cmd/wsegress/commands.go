@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -125,21 +124,12 @@ func explain(c *cli.Context, stdout io.Writer) error {
 		return cli.Exit(err, 1)
 	}
 	who := acl.Subject{User: c.String("user")}
-	if who.User != "" {
-		if cfg.Htpasswd != "" {
-			a, err := auth.New(cfg.Htpasswd, cfg.Groups, cfg.Auth)
-			if err != nil {
-				return cli.Exit(err, 1)
-			}
-			who.Groups = a.Groups(who.User)
-		} else {
-			for g, members := range cfg.Auth.Groups {
-				if slices.Contains(members, who.User) {
-					who.Groups = append(who.Groups, g)
-				}
-			}
-			slices.Sort(who.Groups)
+	if who.User != "" && cfg.Htpasswd != "" {
+		a, err := auth.New(cfg.Htpasswd, cfg.Groups, cfg.Auth)
+		if err != nil {
+			return cli.Exit(err, 1)
 		}
+		who.Groups = a.Groups(who.User)
 	}
 	fmt.Fprintf(stdout, "target %s, user %q, groups [%s]\n", t, who.User, strings.Join(who.Groups, " "))
 	if cfg.Upstream != nil {

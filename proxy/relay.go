@@ -20,15 +20,16 @@ import (
 //
 // The relay is built for two loads. Most tunnels sit idle for hours, so a
 // direction waiting for data holds no buffer and no pipe: on Linux it waits
-// for readability (a zero-copy MSG_PEEK check) and borrows a pipe or buffer
-// only while bytes are moving, so an idle tunnel costs its two sockets and two
-// parked goroutines. Bulk moves with splice(2) when both conns are sockets
-// the relay can reach directly: a *net.TCPConn, or any conn that has
-// SyscallConn and CloseWrite and buffers nothing in user space. Any other
-// conn (a wrapper from an upstream dialer, or any conn off Linux) is copied
-// through pooled 32 KiB buffers with the same semantics; a direction reading
-// from such a conn holds its buffer while it waits, since nothing tells it
-// when data is ready.
+// on the socket itself and borrows from the Relay only once data is there,
+// so an idle tunnel costs its two sockets and two parked goroutines. Small
+// frames move with one read and one write through a pooled 32 KiB buffer,
+// the cheapest way on loopback. A read that fills the buffer means bulk: if
+// both conns are sockets the relay can reach (a *net.TCPConn, or any conn
+// with SyscallConn and CloseWrite that buffers nothing in user space), bulk
+// moves with splice(2) through a pooled pipe. Other conns (a wrapper from an
+// upstream dialer, any conn off Linux) are copied through the pooled buffers
+// with the same semantics; a direction reading from such a conn holds its
+// buffer while it waits, since nothing tells it when data is ready.
 type Relay struct {
 	// IdleTimeout, if positive, ends the tunnel when no byte has moved in
 	// either direction for that long: activity in one direction keeps both
@@ -291,39 +292,42 @@ func (c *relayCopier) run() {
 	}
 }
 
-// bufferLoop is the portable copier: it waits (without a buffer where the
-// platform can), then copies a burst through a pooled buffer. It returns
-// io.EOF when src ends.
+// bufferLoop is the portable copier: chunk by chunk through pooled buffers.
+// It returns io.EOF when src ends.
 func (c *relayCopier) bufferLoop() error {
 	for {
-		if err := c.waitReadable(); err != nil {
-			return err
-		}
-		if err := c.bufferBurst(); err != nil {
+		if _, err := c.copyOnce(); err != nil {
 			return err
 		}
 	}
 }
 
-// bufferBurst borrows a buffer and copies while reads fill it (src has more
-// queued), then gives it back. io.CopyBuffer is no use here: with a
-// *net.TCPConn on either end it bypasses the buffer (ReaderFrom/WriterTo),
-// and the relay needs each chunk for counters and the idle clock.
-func (c *relayCopier) bufferBurst() error {
-	bp := c.t.spares.bufs.Get().(*[]byte)
+// copyOnce moves one chunk: it waits for data, reads it into a pooled
+// buffer, writes it to dst and gives the buffer back. full reports that the
+// read filled the buffer, so src probably has more. io.CopyBuffer is no use
+// here: with a *net.TCPConn on either end it bypasses the buffer
+// (ReaderFrom/WriterTo), and the relay needs each chunk for counters and the
+// idle clock.
+func (c *relayCopier) copyOnce() (full bool, err error) {
+	bp, n, err := c.readChunk()
+	if bp == nil {
+		return false, err
+	}
 	defer c.t.spares.bufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := c.read(buf)
-		if n > 0 {
-			if werr := c.write(buf[:n]); werr != nil {
-				return werr
-			}
-		}
-		if err != nil || n < len(buf) {
-			return err
+	if n > 0 {
+		if werr := c.write((*bp)[:n]); werr != nil {
+			return false, werr
 		}
 	}
+	return n == len(*bp), err
+}
+
+// readBlocking reads a chunk from an opaque src, which can only be waited on
+// by reading: the buffer is held while src is idle.
+func (c *relayCopier) readBlocking() (*[]byte, int, error) {
+	bp := c.t.spares.bufs.Get().(*[]byte)
+	n, err := c.read(*bp)
+	return bp, n, err
 }
 
 // read reads once from src, riding out idle deadlines while the tunnel is
@@ -398,7 +402,10 @@ func (c *relayCopier) closeWrite() error {
 	if !ok {
 		return nil
 	}
-	if err := cw.CloseWrite(); err != nil {
+	// ENOTCONN: the peer is already gone (it closed or reset after
+	// sending its own EOF), so there is no write half left to close; the
+	// end of the tunnel is clean as far as this direction goes.
+	if err := cw.CloseWrite(); err != nil && !errors.Is(err, syscall.ENOTCONN) {
 		return &relayError{op: "close write", client: !c.up, err: err}
 	}
 	return nil

@@ -16,7 +16,10 @@ import (
 
 const (
 	// relayPipeSize is the pipe capacity asked for: one splice moves up to
-	// this much. Measured in relay_bench_test.go (see BenchmarkRelayBulk).
+	// this much. BenchmarkRelayBulk shows no CPU difference between 64 KiB,
+	// 256 KiB and 1 MiB on loopback, and 256 KiB did best both ways at once;
+	// 1 MiB pipes would also spend an unprivileged user's whole pipe budget
+	// (fs.pipe-user-pages-soft, 64 MiB) on the spares alone.
 	relayPipeSize = 256 << 10
 	// relaySparePipes bounds the pipes a Relay keeps between bursts; more
 	// are closed when given back.
@@ -27,21 +30,22 @@ const (
 )
 
 // errSpliceUnsupported: the kernel refused to splice from this socket type
-// before any byte moved, so the direction falls back to buffers.
+// (EINVAL, consuming nothing), so the direction falls back to buffers.
 var errSpliceUnsupported = errors.New("splice not supported")
 
 // relaySys is a copier's Linux state. The callbacks are bound once per
 // tunnel so that handing them to RawConn.Read/Write allocates nothing per
 // chunk; they report through n and err.
 type relaySys struct {
-	src     syscall.RawConn // set if src's socket can be polled directly
+	src     syscall.RawConn // set if src's socket can be used directly
 	dst     syscall.RawConn // set too if both sockets can splice
-	pipe    *splicePipe     // held only while a burst moves
+	pipe    *splicePipe     // held only while a bulk burst moves
+	buf     *[]byte         // from recv: the chunk it read
 	peekBuf [1]byte
 	n       int
 	err     error
 
-	peekFn, fillFn, drainFn func(fd uintptr) bool
+	recvFn, peekFn, fillFn, drainFn func(fd uintptr) bool
 }
 
 // rawSocket returns c's RawConn when the relay may use c's socket directly:
@@ -66,7 +70,7 @@ func (c *relayCopier) init() {
 	if c.sys.src = rawSocket(c.src); c.sys.src == nil {
 		return
 	}
-	c.sys.peekFn = c.peek
+	c.sys.recvFn, c.sys.peekFn = c.recv, c.peek
 	if c.sys.dst = rawSocket(c.dst); c.sys.dst != nil {
 		c.sys.fillFn, c.sys.drainFn = c.fill, c.drain
 	}
@@ -74,13 +78,66 @@ func (c *relayCopier) init() {
 
 func (c *relayCopier) canSplice() bool { return c.sys.dst != nil }
 
-// waitReadable blocks until src has data, EOF or an error, holding no buffer
-// and no pipe: this is what keeps an idle tunnel at two fds and a few KiB.
-// Opaque conns cannot be polled; for them the read itself waits.
-func (c *relayCopier) waitReadable() error {
+// readChunk waits until src has data and returns it in a pooled buffer.
+// The buffer is borrowed only once data is there (see recv): a direction
+// waiting on an idle socket holds nothing, and a small frame costs a read
+// that finds nothing, a wake-up, a read and a write, as in Go's own
+// read loop.
+func (c *relayCopier) readChunk() (*[]byte, int, error) {
 	if c.sys.src == nil {
-		return nil
+		return c.readBlocking()
 	}
+	for {
+		err := c.sys.src.Read(c.sys.recvFn)
+		if err == nil {
+			break
+		}
+		if !c.keepWaiting(err, c.src, true) {
+			return nil, 0, c.srcErr(err)
+		}
+	}
+	switch {
+	case c.sys.err != nil:
+		return nil, 0, c.srcErr(os.NewSyscallError("read", c.sys.err))
+	case c.sys.n == 0:
+		return nil, 0, io.EOF
+	}
+	bp := c.sys.buf
+	c.sys.buf = nil
+	return bp, c.sys.n, nil
+}
+
+// recv reads what the socket has into a buffer borrowed for the purpose,
+// and gives the buffer back if there is nothing yet (EAGAIN), asking the
+// poller to wait. It must try the read itself: Go's poller is
+// edge-triggered and RawConn.Read resets its state first, so a callback that
+// just returned false would sleep through data already there.
+func (c *relayCopier) recv(fd uintptr) bool {
+	bufs := &c.t.spares.bufs
+	bp := bufs.Get().(*[]byte)
+	for {
+		n, err := unix.Read(int(fd), *bp)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			bufs.Put(bp)
+			return false
+		}
+		if n > 0 {
+			c.sys.buf = bp
+		} else {
+			bufs.Put(bp)
+		}
+		c.sys.n, c.sys.err = n, err
+		return true
+	}
+}
+
+// waitReadable blocks until src has data, EOF or an error, holding nothing.
+// A bulk burst starts with it, so that the burst is spliced from its first
+// byte.
+func (c *relayCopier) waitReadable() error {
 	for {
 		c.sys.err = nil
 		err := c.sys.src.Read(c.sys.peekFn)
@@ -96,11 +153,9 @@ func (c *relayCopier) waitReadable() error {
 	}
 }
 
-// peek checks for data itself instead of trusting the poller: Go's poller
-// is edge-triggered and RawConn.Read resets its state first, so a callback
-// that just returned false would sleep through data that is already there.
-// A pending socket error is taken (the kernel clears it when reported), so
-// it is kept for waitReadable; otherwise a reset would read as a clean EOF.
+// peek checks for data itself, for the reason given at recv. It takes a
+// pending socket error (the kernel clears an error once it reports it), so
+// it keeps it for waitReadable: otherwise a reset would read as a clean EOF.
 //
 // The raw syscall passes no address buffer: unix.Recvfrom's would escape to
 // the heap on every wait. MSG_DONTWAIT means it never blocks.
@@ -122,27 +177,40 @@ func (c *relayCopier) peek(fd uintptr) bool {
 	}
 }
 
-// spliceLoop is the Linux socket-to-socket copier: it waits without a pipe,
-// then splices a burst through a pipe borrowed from the Relay. It returns
-// io.EOF when src ends.
+// spliceLoop is the Linux socket-to-socket copier. Small frames go through
+// a buffer (copyOnce), which costs less CPU than a pipe and three splices
+// (BenchmarkRelayEcho); a read that fills the buffer means bulk, and the
+// rest of the burst is spliced through a pipe borrowed from the Relay. While
+// bursts stay bulk, the next one is spliced from its first byte. Either way
+// the wait holds nothing. It returns io.EOF when src ends.
 func (c *relayCopier) spliceLoop() error {
 	pipes := c.t.spares.pipes
+	bulk := false
 	for {
-		if err := c.waitReadable(); err != nil {
-			return err
+		if bulk {
+			if err := c.waitReadable(); err != nil {
+				return err
+			}
+		} else {
+			full, err := c.copyOnce()
+			if err != nil {
+				return err
+			}
+			if !full {
+				continue
+			}
 		}
 		p, err := pipes.get()
 		if err != nil {
-			// No pipe (out of fds?): move this burst through a buffer.
-			if err := c.bufferBurst(); err != nil {
-				return err
-			}
+			bulk = false // no pipe (out of fds?): go on with buffers
 			continue
 		}
 		c.sys.pipe = p
+		before := c.n
 		err = c.spliceBurst()
 		c.sys.pipe = nil
 		pipes.put(p)
+		bulk = c.n-before >= relayBufSize
 		if err == errSpliceUnsupported {
 			return c.bufferLoop()
 		}
@@ -158,7 +226,7 @@ func (c *relayCopier) spliceLoop() error {
 // holds data.
 func (c *relayCopier) spliceBurst() error {
 	p := c.sys.pipe
-	for first := true; ; first = false {
+	for {
 		c.sys.n, c.sys.err = 0, nil
 		if err := c.sys.src.Read(c.sys.fillFn); err != nil {
 			if c.keepWaiting(err, c.src, true) {
@@ -169,7 +237,7 @@ func (c *relayCopier) spliceBurst() error {
 		switch {
 		case c.sys.err == unix.EAGAIN:
 			return nil
-		case c.sys.err == unix.EINVAL && first && c.n == 0:
+		case c.sys.err == unix.EINVAL: // consumed nothing: safe to fall back
 			return errSpliceUnsupported
 		case c.sys.err != nil:
 			return c.srcErr(os.NewSyscallError("splice", c.sys.err))

@@ -157,18 +157,10 @@ func (s *Server) newTunnel(q *request, status int, client, target net.Conn, slot
 	return t
 }
 
-// runTunnel relays until the tunnel ends. It runs in a goroutine of its
-// own, so the net/http goroutine (whose stack grew while parsing) ends
-// and an idle tunnel costs only the relay's small stacks.
+// runTunnel starts relaying and returns; finish runs when the tunnel ends.
+// On Linux an idle tunnel then holds no goroutine at all (see Relay.Start);
+// the relay recovers its own panics and ends the tunnel with EndPanic.
 func (s *Server) runTunnel(t *tunnel) {
-	res := RelayResult{Reason: EndPanic}
-	defer func() {
-		if p := recover(); p != nil {
-			res.Err = fmt.Errorf("panic: %v", p)
-			s.log.Error("relay panic", keyTarget, t.log.target.String(), keyErr, res.Err)
-		}
-		s.finish(t, res)
-	}()
 	// Bytes forwarded before the relay took over count like any others.
 	if t.up > 0 {
 		s.countBytes(true, t.up)
@@ -176,7 +168,12 @@ func (s *Server) runTunnel(t *tunnel) {
 	if t.down > 0 {
 		s.countBytes(false, t.down)
 	}
-	res = s.relay.Run(s.baseCtx, t.client, t.target)
+	s.relay.Start(s.baseCtx, t.client, t.target, func(res RelayResult) {
+		if res.Reason == EndPanic {
+			s.log.Error("relay panic", keyTarget, t.log.target.String(), keyErr, res.Err)
+		}
+		s.finish(t, res)
+	})
 }
 
 // finish releases what a tunnel holds, exactly once: both sockets, its

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -46,6 +47,9 @@ type Relay struct {
 	// pipeSize is the pipe capacity asked of the kernel for splicing; zero
 	// means relayPipeSize. Benchmarks compare sizes through it.
 	pipeSize int
+	// noPark keeps every tunnel on the goroutine path, so that benchmarks
+	// can compare it with the parked one in the same run.
+	noPark bool
 
 	once   sync.Once
 	spares *relaySpares
@@ -101,9 +105,50 @@ const relayBufSize = 32 << 10
 // Run owns the conns' deadlines: it clears any left over from a handshake
 // and sets its own for the idle timeout. The caller must have drained any
 // bytes it buffered from client (a hijacked bufio.Reader) before calling Run.
-// Run uses the calling goroutine for one direction and starts exactly one
-// goroutine for the other, and returns only after both have finished.
+// Run is Start plus a wait for its result.
 func (r *Relay) Run(ctx context.Context, client, target net.Conn) RelayResult {
+	ch := make(chan RelayResult, 1)
+	r.Start(ctx, client, target, func(res RelayResult) { ch <- res })
+	return <-ch
+}
+
+// Start relays as Run does but returns at once; done is called exactly once,
+// from some goroutine (possibly the caller's, before Start returns, if ctx
+// is already done), after both conns are closed, with what Run would have
+// returned. A panic while copying ends the tunnel with EndPanic and the
+// panic in Err instead of crashing the process.
+//
+// On Linux, when both conns expose their sockets (as for the splice path),
+// an idle tunnel holds no goroutine at all: both directions are parked in an
+// epoll set shared by the Relay, and a goroutine is started for a direction
+// only when its source becomes readable; it copies until the source has
+// nothing more and parks the direction again. Goroutine stacks would
+// otherwise dominate what an idle tunnel costs. Other conns take two
+// goroutines per tunnel, as Run always did.
+//
+// Closing client or target from outside is not a way to end a parked
+// tunnel: a closed socket leaves the epoll set without an event, so done
+// would never be called. Cancel ctx instead; the relay then closes both.
+func (r *Relay) Start(ctx context.Context, client, target net.Conn, done func(RelayResult)) {
+	if r.startParked(ctx, client, target, done) {
+		return
+	}
+	go func() {
+		res := RelayResult{Reason: EndPanic}
+		defer func() {
+			if p := recover(); p != nil {
+				res.Err = fmt.Errorf("relay panic: %v", p)
+				_ = client.Close()
+				_ = target.Close()
+			}
+			done(res)
+		}()
+		res = r.runGoroutines(ctx, client, target)
+	}()
+}
+
+// newTunnel returns the state of one tunnel between client and target.
+func (r *Relay) newTunnel(client, target net.Conn) *relayTunnel {
 	t := &relayTunnel{
 		spares:  r.getSpares(),
 		idle:    r.IdleTimeout,
@@ -116,6 +161,14 @@ func (r *Relay) Run(ctx context.Context, client, target net.Conn) RelayResult {
 	t.down = relayCopier{t: t, src: target, dst: client}
 	t.up.init()
 	t.down.init()
+	return t
+}
+
+// runGoroutines is the portable relay: the calling goroutine runs one
+// direction and exactly one more goroutine the other; it returns only after
+// both have finished.
+func (r *Relay) runGoroutines(ctx context.Context, client, target net.Conn) RelayResult {
+	t := r.newTunnel(client, target)
 
 	var deadline time.Time // zero: none, clearing any left from the handshake
 	if t.idle > 0 {
@@ -146,7 +199,7 @@ func (r *Relay) Run(ctx context.Context, client, target net.Conn) RelayResult {
 // getSpares returns the cache shared by the Relay's tunnels, made on first use.
 func (r *Relay) getSpares() *relaySpares {
 	r.once.Do(func() {
-		s := &relaySpares{pipes: newSplicePipes(r.pipeSize)}
+		s := &relaySpares{pipes: newSplicePipes(r.pipeSize), park: newParker()}
 		s.bufs.New = func() any {
 			b := make([]byte, relayBufSize)
 			return &b
@@ -163,9 +216,10 @@ func (r *Relay) getSpares() *relaySpares {
 type relaySpares struct {
 	bufs  sync.Pool // *[]byte of relayBufSize bytes
 	pipes *splicePipes
+	park  *parker // the epoll set of parked directions (Linux)
 }
 
-// relayTunnel is the state of one Run.
+// relayTunnel is the state of one tunnel.
 type relayTunnel struct {
 	spares   *relaySpares
 	idle     time.Duration
@@ -283,6 +337,12 @@ func (c *relayCopier) run() {
 	} else {
 		err = c.bufferLoop()
 	}
+	c.finish(err)
+}
+
+// finish reports how src ended: EOF is passed on to dst, anything else ends
+// the tunnel.
+func (c *relayCopier) finish(err error) {
 	if err == io.EOF {
 		c.t.sawEOF(c)
 		err = c.closeWrite()

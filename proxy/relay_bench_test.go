@@ -35,6 +35,7 @@ var relayBenchPaths = []relayBenchPath{
 	{name: "splice256K", relay: &Relay{pipeSize: 256 << 10}},
 	{name: "splice1M", relay: &Relay{pipeSize: 1 << 20}},
 	{name: "buffer", relay: &Relay{}, mode: relayModes[1]},
+	{name: "noPark", relay: &Relay{noPark: true}},
 }
 
 // relayBenchConnect returns the endpoints' conns: direct, or through a
@@ -81,23 +82,35 @@ func relayCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkRelayIdle holds 1000 idle tunnels (each has moved one message
+// BenchmarkRelayIdle holds 2000 idle tunnels (each has moved one message
 // each way) and reports what the relay itself costs per tunnel, beyond the
-// conns: live Go heap and goroutine stacks; ns/op means nothing here. It
-// comes first in this file so that it runs first: new goroutines start with
-// a stack sized to the process's average stack use so far, so earlier
-// benchmarks would inflate stack-B/tunnel.
+// conns: live Go heap, goroutine stacks and goroutines; ns/op means nothing
+// here. "goroutines" is the splice-capable path kept off the epoll set
+// (two goroutines per tunnel, as before parking), "parked" the same conns
+// parked. It comes first in this file so that it runs first: new goroutines
+// start with a stack sized to the process's average stack use so far, so
+// earlier benchmarks would inflate stack-B/tunnel.
 func BenchmarkRelayIdle(b *testing.B) {
-	const n = 1000
-	for _, m := range relayModes {
+	const n = 2000
+	modes := []struct {
+		relayMode
+		noPark bool
+	}{
+		{relayMode{name: "goroutines"}, true},
+		{relayMode{name: "parked"}, false},
+		{relayModes[1], false},
+		{relayModes[2], false},
+	}
+	for _, m := range modes {
 		// The harness calls the function again while it sizes b.N; measure
 		// on the first call only, as later ones would see bigger stacks.
-		var heap, stack, spare float64
+		var heap, stack, spare, gs float64
 		measured := false
 		b.Run(m.name, func(b *testing.B) {
 			defer func() {
 				b.ReportMetric(heap, "heap-B/tunnel")
 				b.ReportMetric(stack, "stack-B/tunnel")
+				b.ReportMetric(gs, "goroutines/tunnel")
 				b.ReportMetric(spare, "spare-pipes")
 			}()
 			if measured {
@@ -105,7 +118,7 @@ func BenchmarkRelayIdle(b *testing.B) {
 			}
 			measured = true
 			b.StopTimer()
-			r := &Relay{IdleTimeout: time.Hour}
+			r := &Relay{IdleTimeout: time.Hour, noPark: m.noPark}
 			ln := relayListen(b)
 			type ends struct{ client, clientSide, targetSide, target *net.TCPConn }
 			conns := make([]ends, n)
@@ -115,6 +128,7 @@ func BenchmarkRelayIdle(b *testing.B) {
 				e.targetSide, e.target = relayConnPair(b, ln)
 			}
 			before := relayMem()
+			g0 := runtime.NumGoroutine()
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			msg := make([]byte, 4)
@@ -126,7 +140,8 @@ func BenchmarkRelayIdle(b *testing.B) {
 				if m.opaqueTarget {
 					ts = relayOpaque{ts}
 				}
-				wg.Go(func() { r.Run(ctx, cs, ts) })
+				wg.Add(1)
+				r.Start(ctx, cs, ts, func(RelayResult) { wg.Done() })
 				for _, p := range [][2]*net.TCPConn{{e.client, e.target}, {e.target, e.client}} {
 					if _, err := p[0].Write([]byte("ping")); err != nil {
 						b.Fatal(err)
@@ -136,15 +151,20 @@ func BenchmarkRelayIdle(b *testing.B) {
 					}
 				}
 			}
+			want := 2 * n
+			if m.name == "parked" {
+				want = 0
+			}
 			relayEventually(b, 10*time.Second, func() error {
-				if got := relayGoroutines(); got != 2*n {
-					return fmt.Errorf("%d relay goroutines, want %d", got, 2*n)
+				if got := relayGoroutines(); got != want {
+					return fmt.Errorf("%d relay goroutines, want %d", got, want)
 				}
 				return nil
 			})
 			after := relayMem()
-			heap = float64(after.heap-before.heap) / n
-			stack = float64(after.stack-before.stack) / n
+			heap = float64(int64(after.heap)-int64(before.heap)) / n
+			stack = float64(int64(after.stack)-int64(before.stack)) / n
+			gs = float64(runtime.NumGoroutine()-g0) / n
 			spare = float64(r.getSpares().pipes.spare())
 			cancel()
 			wg.Wait()
@@ -211,7 +231,7 @@ type onlyReader struct{ io.Reader }
 // BenchmarkRelayEcho measures the round trip of a 64-byte message echoed by
 // the target: the cost of small WebSocket frames.
 func BenchmarkRelayEcho(b *testing.B) {
-	paths := []relayBenchPath{relayBenchPaths[0], relayBenchPaths[1], relayBenchPaths[3], relayBenchPaths[5]}
+	paths := []relayBenchPath{relayBenchPaths[0], relayBenchPaths[1], relayBenchPaths[3], relayBenchPaths[6], relayBenchPaths[5]}
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
 			client, target := relayBenchConnect(b, p)

@@ -33,6 +33,10 @@ const (
 // (EINVAL, consuming nothing), so the direction falls back to buffers.
 var errSpliceUnsupported = errors.New("splice not supported")
 
+// errWouldBlock: a parked tunnel's direction found its source empty; the
+// direction parks again instead of waiting in Go's poller.
+var errWouldBlock = errors.New("source has no data now")
+
 // relaySys is a copier's Linux state. The callbacks are bound once per
 // tunnel so that handing them to RawConn.Read/Write allocates nothing per
 // chunk; they report through n and err.
@@ -44,6 +48,9 @@ type relaySys struct {
 	peekBuf [1]byte
 	n       int
 	err     error
+	// noWait: reads never wait in Go's poller, they report EAGAIN
+	// (errWouldBlock) so that the direction parks in the Relay's epoll set.
+	noWait bool
 
 	recvFn, peekFn, fillFn, drainFn func(fd uintptr) bool
 }
@@ -97,6 +104,8 @@ func (c *relayCopier) readChunk() (*[]byte, int, error) {
 		}
 	}
 	switch {
+	case c.sys.err == unix.EAGAIN:
+		return nil, 0, errWouldBlock
 	case c.sys.err != nil:
 		return nil, 0, c.srcErr(os.NewSyscallError("read", c.sys.err))
 	case c.sys.n == 0:
@@ -122,6 +131,10 @@ func (c *relayCopier) recv(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			bufs.Put(bp)
+			if c.sys.noWait {
+				c.sys.n, c.sys.err = 0, err
+				return true
+			}
 			return false
 		}
 		if n > 0 {
@@ -142,6 +155,9 @@ func (c *relayCopier) waitReadable() error {
 		c.sys.err = nil
 		err := c.sys.src.Read(c.sys.peekFn)
 		if err == nil {
+			if c.sys.err == unix.EAGAIN {
+				return errWouldBlock
+			}
 			if c.sys.err != nil {
 				return c.srcErr(os.NewSyscallError("recvfrom", c.sys.err))
 			}
@@ -167,6 +183,10 @@ func (c *relayCopier) peek(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if c.sys.noWait {
+				c.sys.err = errno
+				return true
+			}
 			return false
 		case 0:
 			c.sys.err = nil // data or EOF
@@ -183,9 +203,11 @@ func (c *relayCopier) peek(fd uintptr) bool {
 // rest of the burst is spliced through a pipe borrowed from the Relay. While
 // bursts stay bulk, the next one is spliced from its first byte. Either way
 // the wait holds nothing. It returns io.EOF when src ends.
-func (c *relayCopier) spliceLoop() error {
+func (c *relayCopier) spliceLoop() error { return c.spliceFrom(false) }
+
+// spliceFrom is spliceLoop, starting with a bulk burst if bulk is set.
+func (c *relayCopier) spliceFrom(bulk bool) error {
 	pipes := c.t.spares.pipes
-	bulk := false
 	for {
 		if bulk {
 			if err := c.waitReadable(); err != nil {

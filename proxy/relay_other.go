@@ -2,6 +2,11 @@
 
 package proxy
 
+import (
+	"context"
+	"net"
+)
+
 // Off Linux the relay has no splice path and cannot wait for readability
 // without reading: every direction copies through pooled buffers.
 
@@ -26,3 +31,13 @@ func newSplicePipes(int) *splicePipes { return &splicePipes{} }
 func (*splicePipes) closeAll() {}
 
 func (*splicePipes) spare() int { return 0 }
+
+// parker is empty off Linux: there is no epoll set to park directions in.
+type parker struct{}
+
+func newParker() *parker { return &parker{} }
+
+// startParked reports false: off Linux every tunnel takes two goroutines.
+func (r *Relay) startParked(context.Context, net.Conn, net.Conn, func(RelayResult)) bool {
+	return false
+}

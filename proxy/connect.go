@@ -46,20 +46,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 		return
 	}
 	t, err := acl.ParseTarget(q.r.RequestURI)
-	if err != nil {
-		s.refuse(w, q, err)
-		return
-	}
-	q.target = t
-	slot, err := s.acquire(q)
-	if err != nil {
-		s.refuse(w, q, err)
-		return
-	}
-	target, err := s.dial(q)
-	if err != nil {
-		slot.Release()
-		s.refuse(w, q, err)
+	target, slot, ok := s.reach(w, q, t, err)
+	if !ok {
 		return
 	}
 

@@ -122,22 +122,11 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 		return
 	}
 	t, err := acl.ParseURLTarget(r.URL)
-	if err != nil {
-		s.refuse(w, q, err)
-		return
-	}
-	q.target = t
-	slot, err := s.acquire(q)
-	if err != nil {
-		s.refuse(w, q, err)
+	conn, slot, ok := s.reach(w, q, t, err)
+	if !ok {
 		return
 	}
 	defer slot.Release()
-	conn, err := s.dial(q)
-	if err != nil {
-		s.refuse(w, q, err)
-		return
-	}
 	dc := &dialedConn{conn: conn}
 	defer func() {
 		if c := dc.take(); c != nil {

@@ -130,6 +130,28 @@ func (s *Server) acquire(q *request) (*Slot, error) {
 	return slot, nil
 }
 
+// reach takes a slot for the request's target t (err: t did not parse) and
+// dials it. On false it has answered the request and released what it took.
+func (s *Server) reach(w http.ResponseWriter, q *request, t acl.Target, err error) (net.Conn, *Slot, bool) {
+	if err != nil {
+		s.refuse(w, q, err)
+		return nil, nil, false
+	}
+	q.target = t
+	slot, err := s.acquire(q)
+	if err != nil {
+		s.refuse(w, q, err)
+		return nil, nil, false
+	}
+	conn, err := s.dial(q)
+	if err != nil {
+		slot.Release()
+		s.refuse(w, q, err)
+		return nil, nil, false
+	}
+	return conn, slot, true
+}
+
 // dial connects to the request's target under the dial timeout.
 func (s *Server) dial(q *request) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(q.r.Context(), s.cfg.DialTimeout)

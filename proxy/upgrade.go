@@ -58,20 +58,8 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		return
 	}
 	t, err := acl.ParseURLTarget(r.URL)
-	if err != nil {
-		s.refuse(w, q, err)
-		return
-	}
-	q.target = t
-	slot, err := s.acquire(q)
-	if err != nil {
-		s.refuse(w, q, err)
-		return
-	}
-	target, err := s.dial(q)
-	if err != nil {
-		slot.Release()
-		s.refuse(w, q, err)
+	target, slot, ok := s.reach(w, q, t, err)
+	if !ok {
 		return
 	}
 	// Hijack before the exchange: bytes the client sent behind its request

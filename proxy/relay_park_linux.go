@@ -149,26 +149,20 @@ func (p *parker) ctlLocked(op int, d *parkDir) error {
 	return cerr
 }
 
-// register parks both directions of pt. It fails with nothing registered.
+// register lists both directions of pt. Neither is in the epoll set yet:
+// the tunnel starts hot, with a goroutine per direction, and a direction
+// joins the set at its first rearm. (Adding it now, even with no event
+// asked for, would not do: the kernel always adds EPOLLHUP and EPOLLERR,
+// and a hang-up would wake a second goroutine for a running direction.)
 func (p *parker) register(pt *parkTunnel) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.startLocked(); err != nil {
 		return err
 	}
-	for i, d := range pt.dirs {
+	for _, d := range pt.dirs {
 		d.id = p.nextID.Add(1)
 		p.dirs[d.id] = d
-		if err := p.ctlLocked(unix.EPOLL_CTL_ADD, d); err != nil {
-			for _, u := range pt.dirs[:i+1] {
-				if u != d {
-					_ = p.ctlLocked(unix.EPOLL_CTL_DEL, u)
-				}
-				delete(p.dirs, u.id)
-			}
-			p.wakeLocked()
-			return err
-		}
 	}
 	return nil
 }
@@ -180,7 +174,11 @@ func (p *parker) rearm(d *parkDir) error {
 	if p.dirs[d.id] != d {
 		return net.ErrClosed // the tunnel has ended
 	}
-	return p.ctlLocked(unix.EPOLL_CTL_MOD, d)
+	op := unix.EPOLL_CTL_MOD
+	if !d.added {
+		op, d.added = unix.EPOLL_CTL_ADD, true
+	}
+	return p.ctlLocked(op, d)
 }
 
 // remove forgets pt's directions. Their sockets leave the set when closed.
@@ -222,10 +220,11 @@ type parkTunnel struct {
 
 // parkDir is one parked direction: its copier and its source's socket.
 type parkDir struct {
-	pt *parkTunnel
-	c  *relayCopier
-	rc syscall.RawConn
-	id uint64
+	pt    *parkTunnel
+	c     *relayCopier
+	rc    syscall.RawConn
+	id    uint64
+	added bool // in the epoll set (guarded by the parker's mu)
 }
 
 // startParked starts a tunnel on the epoll path if both conns expose their
@@ -264,6 +263,13 @@ func (r *Relay) startParked(ctx context.Context, client, target net.Conn, done f
 		pt.mu.Lock()
 		pt.timer = time.AfterFunc(t.idle, pt.checkIdle)
 		pt.mu.Unlock()
+	}
+	// A new tunnel is about to be busy (a WebSocket handshake follows the
+	// 200 at once), so both directions start hot, lingering in Go's poller,
+	// and park only once quiet: waking a new tunnel through the epoll set
+	// cost a thread switch and an epoll_ctl on the CONNECT path.
+	for _, d := range pt.dirs {
+		pt.wakeUp(d)
 	}
 	pt.release(false)
 	return true

@@ -24,27 +24,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 		s.refuse(w, q, fmt.Errorf("%w: CONNECT with a body", ErrBadRequest))
 		return
 	}
-	if !s.pending.TryEnter() {
-		s.metrics.LimitRefused(KindPending)
-		s.refuse(w, q, ErrBusy)
+	a, ok := s.admitTunnel(w, q)
+	if !ok {
 		return
 	}
-	defer s.pending.Leave()
-	if !s.enter() {
-		s.refuse(w, q, ErrShuttingDown)
-		return
-	}
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			s.leave()
-		}
-	}()
-
-	if err := s.authenticate(q); err != nil {
-		s.refuse(w, q, err)
-		return
-	}
+	defer a.done()
 	t, err := acl.ParseTarget(q.r.RequestURI)
 	target, slot, ok := s.reach(w, q, t, err)
 	if !ok {
@@ -61,7 +45,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 	// net/http leaves its header deadlines on the connection.
 	client.SetDeadline(time.Time{})
 	tn := s.newTunnel(q, http.StatusOK, client, target, slot)
-	handedOff = true
+	a.handedOff = true
 	tn.up, err = s.answerConnect(client, brw.Reader, target, q.r.ProtoMinor)
 	if err != nil {
 		s.finish(tn, RelayResult{Reason: EndError, Err: err})
@@ -133,6 +117,45 @@ type endLog struct {
 func (q *request) endLog() endLog {
 	return endLog{start: q.start, client: q.client, user: q.user, method: q.r.Method,
 		target: q.target, dialed: q.dialed, rule: q.rule}
+}
+
+// admission is what a request that may become a tunnel holds until it
+// does: a place at the pending gate and a registration with the drain
+// (enter), which the tunnel takes over once established.
+type admission struct {
+	s         *Server
+	handedOff bool // a tunnel owns the drain registration now
+}
+
+// admitTunnel takes a pending place and a drain registration, then
+// authenticates. On false it has answered the request; otherwise the
+// caller defers done.
+func (s *Server) admitTunnel(w http.ResponseWriter, q *request) (*admission, bool) {
+	if !s.pending.TryEnter() {
+		s.metrics.LimitRefused(KindPending)
+		s.refuse(w, q, ErrBusy)
+		return nil, false
+	}
+	if !s.enter() {
+		s.pending.Leave()
+		s.refuse(w, q, ErrShuttingDown)
+		return nil, false
+	}
+	a := &admission{s: s}
+	if err := s.authenticate(q); err != nil {
+		s.refuse(w, q, err)
+		a.done()
+		return nil, false
+	}
+	return a, true
+}
+
+// done leaves the pending gate, and the drain unless a tunnel took over.
+func (a *admission) done() {
+	a.s.pending.Leave()
+	if !a.handedOff {
+		a.s.leave()
+	}
 }
 
 // newTunnel lists an established tunnel. From here on finish (directly,

@@ -27,26 +27,11 @@ const maxResponseHead = 64 << 10
 // Connection: close.
 func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	r := q.r
-	if !s.pending.TryEnter() {
-		s.metrics.LimitRefused(KindPending)
-		s.refuse(w, q, ErrBusy)
+	a, ok := s.admitTunnel(w, q)
+	if !ok {
 		return
 	}
-	defer s.pending.Leave()
-	if !s.enter() {
-		s.refuse(w, q, ErrShuttingDown)
-		return
-	}
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			s.leave()
-		}
-	}()
-	if err := s.authenticate(q); err != nil {
-		s.refuse(w, q, err)
-		return
-	}
+	defer a.done()
 	if r.Method != http.MethodGet || r.ContentLength != 0 {
 		s.refuse(w, q, fmt.Errorf("%w: an upgrade must be a GET without a body", ErrBadRequest))
 		return
@@ -91,7 +76,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		return
 	}
 	tn := s.newTunnel(q, status, client, target, slot)
-	handedOff = true
+	a.handedOff = true
 	tn.up = up
 	if status != http.StatusSwitchingProtocols {
 		// Bounded like the head: a target that stalls in its body must

@@ -38,9 +38,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
-				Name:   "serve",
-				Usage:  "run the proxy",
-				Flags:  serveFlags(),
+				Name:  "serve",
+				Usage: "run the proxy",
+				Flags: serveFlags(),
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err
@@ -50,9 +50,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			},
 			passwdCommand(stdin, stdout, stderr),
 			{
-				Name:      "check",
-				Usage:     "validate flags, config file and users without starting the proxy",
-				Flags:     serveFlags(),
+				Name:  "check",
+				Usage: "validate flags, config file and users without starting the proxy",
+				Flags: serveFlags(),
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
 						return err

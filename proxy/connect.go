@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -190,6 +192,11 @@ func (s *Server) runTunnel(t *tunnel) {
 // finish releases what a tunnel holds, exactly once: both sockets, its
 // slot, its place in the drain, and writes its end line.
 func (s *Server) finish(t *tunnel, res RelayResult) {
+	if res.Reason == EndError && errors.Is(res.Err, net.ErrClosed) && s.baseCtx.Err() != nil {
+		// Shutdown closed this tunnel's sockets itself, racing the relay's
+		// own reaction to the cancelled context: it was cancelled.
+		res.Reason, res.Err = EndCanceled, context.Cause(s.baseCtx)
+	}
 	t.client.Close()
 	t.target.Close()
 	t.slot.Release()

@@ -22,7 +22,8 @@ import (
 // The relay is built for two loads. Most tunnels sit idle for hours, so a
 // direction waiting for data holds no buffer and no pipe: on Linux it waits
 // on the socket itself and borrows from the Relay only once data is there,
-// so an idle tunnel costs its two sockets and two parked goroutines. Small
+// so an idle tunnel costs its two sockets and no goroutine (its directions
+// park in an epoll set, see Start; off Linux, two parked goroutines). Small
 // frames move with one read and one write through a pooled 32 KiB buffer,
 // the cheapest way on loopback. A read that fills the buffer means bulk: if
 // both conns are sockets the relay can reach (a *net.TCPConn, or any conn
@@ -185,8 +186,8 @@ func (r *Relay) runGoroutines(ctx context.Context, client, target net.Conn) Rela
 		t.end(EndCanceled, context.Cause(ctx))
 	})
 	var wg sync.WaitGroup
-	wg.Go(t.down.run)
-	t.up.run()
+	wg.Go(func() { t.runSafely(&t.down) })
+	t.runSafely(&t.up)
 	wg.Wait()
 	if !stop() {
 		<-canceled
@@ -255,6 +256,18 @@ func (t *relayTunnel) end(reason EndReason, err error) {
 	t.mu.Unlock()
 	_ = t.client.Close()
 	_ = t.target.Close()
+}
+
+// runSafely runs one direction; a panic in it ends the tunnel (both conns
+// closed, Reason EndPanic) instead of the process, so that the other
+// direction, the wait and the cancel handler all wind down as usual.
+func (t *relayTunnel) runSafely(c *relayCopier) {
+	defer func() {
+		if p := recover(); p != nil {
+			t.end(EndPanic, fmt.Errorf("relay panic: %v", p))
+		}
+	}()
+	c.run()
 }
 
 // sawEOF records that a side closed its write half. It is called before the

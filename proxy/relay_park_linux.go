@@ -110,8 +110,9 @@ func (p *parker) wait(ep, wake int) {
 			return
 		}
 		p.mu.Unlock()
-		for _, d := range ready {
+		for i, d := range ready {
 			d.pt.wakeUp(d)
+			ready[i] = nil // keep no ended tunnel reachable until the next event
 		}
 	}
 }

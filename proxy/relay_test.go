@@ -695,3 +695,33 @@ func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayPanicEndsTunnel: a panic while copying (here in OnBytes, in
+// either direction) ends the tunnel with EndPanic, on every path, instead
+// of crashing the process.
+func TestRelayPanicEndsTunnel(t *testing.T) {
+	ln := relayListen(t)
+	for _, m := range relayModes {
+		for _, up := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/up=%v", m.name, up), func(t *testing.T) {
+				r := &Relay{OnBytes: func(u bool, _ int64) {
+					if u == up {
+						panic("boom")
+					}
+				}}
+				tt := relayStart(t, r, ln, m)
+				src := tt.target
+				if up {
+					src = tt.client
+				}
+				if _, err := src.Write([]byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				res := tt.wait(t, 10*time.Second)
+				if res.Reason != EndPanic || res.Err == nil {
+					t.Fatalf("Reason = %q, Err = %v; want %q with the panic", res.Reason, res.Err, EndPanic)
+				}
+			})
+		}
+	}
+}

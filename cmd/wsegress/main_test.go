@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/wsegress/wsegress/auth"
+)
+
+// runCLI runs the command line with args and returns its output and error.
+func runCLI(t *testing.T, ctx context.Context, stdin string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(ctx, append([]string{"wsegress"}, args...), strings.NewReader(stdin), &out, &out)
+	return out.String(), err
+}
+
+func TestCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "wsegress.yaml")
+	os.WriteFile(cfg, []byte("acl:\n  rules:\n    - action: allow\n      target: \"*.example.com:443\"\nlimits:\n  max_tunnels_per_ip: 3\n"), 0o600)
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("acl:\n  rulez: []\n"), 0o600)
+	ctx := context.Background()
+
+	cases := []struct {
+		name    string
+		args    []string
+		wantOut string // substring of the output
+		wantErr string // substring of the error; "" = success
+		code    int    // exit code the error carries
+	}{
+		{"version", []string{"version"}, "wsegress ", "", 0},
+		{"check default", []string{"check"}, "ok: 0 rules", "", 0},
+		{"check config", []string{"check", "--config", cfg}, "ok: 1 rules", "", 0},
+		{"check unknown yaml key", []string{"check", "--config", typo}, "", "rulez", 1},
+		{"check bad rules, all reported", []string{"check", "--allow", "*", "--deny", "10.1.2.3/16"}, "", "10.1.0.0/16", 1},
+		{"serve stray argument", []string{"serve", "extra", "--htpasswd", "x"}, "", `unexpected argument "extra"`, 2},
+		{"serve open proxy refused", []string{"serve", "--listen", "0.0.0.0:0"}, "", "--no-auth", 2},
+		{"upstream password not echoed", []string{"check", "--upstream", "http://bob:pa/ss@127.0.0.1:3128"}, "", "percent-encode", 1},
+		{"explain loopback denied", []string{"explain", "127.0.0.1:443"}, "deny by \"builtin:non-public\"", "", 0},
+		{"explain named loopback allowed", []string{"explain", "--allow", "127.0.0.1:9000", "127.0.0.1:9000"}, "allow by", "", 0},
+		{"explain bad target", []string{"explain", "127.1:443"}, "", "non-canonical", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runCLI(t, ctx, "", tc.args...)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("run %v: %v\n%s", tc.args, err, out)
+				}
+			} else {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("run %v: err = %v; want one containing %q", tc.args, err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "pa/ss") {
+					t.Errorf("error echoes the upstream password: %v", err)
+				}
+				if ec, ok := err.(cli.ExitCoder); ok && ec.ExitCode() != tc.code {
+					t.Errorf("exit code = %d; want %d", ec.ExitCode(), tc.code)
+				}
+			}
+			if !strings.Contains(out, tc.wantOut) {
+				t.Errorf("output %q; want it to contain %q", out, tc.wantOut)
+			}
+		})
+	}
+}
+
+// TestPasswd adds a user from stdin and checks the password with auth.
+func TestPasswd(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	if _, err := runCLI(t, context.Background(), "s3cret\n", "passwd", "--cost", "4", file, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := auth.New(file, "", auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Users() != 1 {
+		t.Fatalf("users = %d; want 1", a.Users())
+	}
+	if _, err := runCLI(t, context.Background(), "\n", "passwd", file, "bob"); err == nil {
+		t.Error("an empty password was accepted")
+	}
+}
+
+// TestServeStopsOnCancel: serve listens, logs the address, and drains and
+// returns nil when its context ends (SIGINT/SIGTERM in main).
+func TestServeStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"wsegress", "serve", "--listen", "127.0.0.1:0", "--drain-timeout", "1s"}, strings.NewReader(""), &out, &out)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "msg=listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line: %s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v; want nil after a drain", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if !strings.Contains(out.String(), "msg=stopped") {
+		t.Errorf("no stopped line: %s", out.String())
+	}
+}
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -123,6 +123,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 		t.Errorf("no stopped line: %s", out.String())
 	}
 }
+
 // syncBuffer is a bytes.Buffer safe for the logger and the test at once.
 type syncBuffer struct {
 	mu sync.Mutex

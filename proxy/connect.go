@@ -37,18 +37,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 		return
 	}
 
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		target.Close()
-		slot.Release()
-		s.refuse(w, q, fmt.Errorf("hijack: %w", err))
+	client, br, ok := s.hijack(w, q, target, slot)
+	if !ok {
 		return
 	}
-	// net/http leaves its header deadlines on the connection.
-	client.SetDeadline(time.Time{})
 	tn := s.newTunnel(q, http.StatusOK, client, target, slot)
 	a.handedOff = true
-	tn.up, err = s.answerConnect(client, brw.Reader, target, q.r.ProtoMinor)
+	tn.up, err = s.answerConnect(client, br, target, q.r.ProtoMinor)
 	if err != nil {
 		s.finish(tn, RelayResult{Reason: EndError, Err: err})
 		return

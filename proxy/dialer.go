@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -158,8 +157,6 @@ func newUpstream(u *url.URL, forward *net.Dialer) (xproxy.ContextDialer, error) 
 		return nil, fmt.Errorf("upstream %s: unsupported scheme %q", u.Redacted(), u.Scheme)
 	}
 }
-
-var errUpstreamRefused = errors.New("upstream proxy refused CONNECT")
 
 // socksDialer tunnels through a SOCKS5 parent with x/net/proxy and
 // returns the parent's raw TCP connection once the handshake is done.

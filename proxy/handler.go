@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -150,6 +151,22 @@ func (s *Server) reach(w http.ResponseWriter, q *request, t acl.Target, err erro
 		return nil, nil, false
 	}
 	return conn, slot, true
+}
+
+// hijack takes the client connection from net/http, with the header
+// deadlines net/http left on it cleared; the reader holds what the client
+// sent behind its request headers. On false it has closed target,
+// released slot and answered the request.
+func (s *Server) hijack(w http.ResponseWriter, q *request, target net.Conn, slot *Slot) (net.Conn, *bufio.Reader, bool) {
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		target.Close()
+		slot.Release()
+		s.refuse(w, q, fmt.Errorf("hijack: %w", err))
+		return nil, nil, false
+	}
+	client.SetDeadline(time.Time{})
+	return client, brw.Reader, true
 }
 
 // dial connects to the request's target under the dial timeout.

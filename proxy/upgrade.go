@@ -51,15 +51,11 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	// headers (a first frame; the 8 key bytes of an old hixie-76
 	// handshake, which the server needs before it answers) go to the
 	// target right behind the request, as the client sent them.
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		target.Close()
-		slot.Release()
-		s.refuse(w, q, fmt.Errorf("hijack: %w", err))
+	client, pipelined, ok := s.hijack(w, q, target, slot)
+	if !ok {
 		return
 	}
-	client.SetDeadline(time.Time{})
-	head, br, up, err := s.exchangeHead(target, r, q.target, brw.Reader)
+	head, br, up, err := s.exchangeHead(target, r, q.target, pipelined)
 	if err != nil {
 		target.Close()
 		slot.Release()

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"time"
 )
+
+var errUpstreamRefused = errors.New("upstream proxy refused CONNECT")
 
 // httpConnectDialer tunnels through a parent HTTP proxy with CONNECT.
 type httpConnectDialer struct {

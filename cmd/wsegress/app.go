@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				},
 			},
 			passwdCommand(stdin, stdout, stderr),
+			healthcheckCommand(stdout),
 			{
 				Name:  "check",
 				Usage: "validate flags, config file and users without starting the proxy",

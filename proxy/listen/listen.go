@@ -90,16 +90,16 @@ func ParseProxyFrom(values []string) ([]netip.Prefix, error) {
 			continue
 		}
 		if p, err := netip.ParsePrefix(v); err == nil {
-			if p != p.Masked() {
-				errs = append(errs, fmt.Errorf("--proxy-protocol-from %q has host bits set: write %q", v, p.Masked()))
-				continue
-			}
 			if p.Addr().Is4In6() {
 				if p.Bits() < 96 {
 					errs = append(errs, fmt.Errorf("--proxy-protocol-from %q: write IPv4 ranges as IPv4 CIDRs", v))
 					continue
 				}
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			if p != p.Masked() {
+				errs = append(errs, fmt.Errorf("--proxy-protocol-from %q has host bits set: write %q", v, p.Masked()))
+				continue
 			}
 			out = append(out, p)
 			continue

@@ -28,6 +28,8 @@ type conn struct {
 	closed   atomic.Bool
 }
 
+var _ syscall.Conn = (*conn)(nil)
+
 var errBuffered = errors.New("listen: bytes past the PROXY header are still buffered")
 
 // Read returns the bytes buffered past the PROXY header first.

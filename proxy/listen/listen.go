@@ -161,6 +161,8 @@ type Listener struct {
 	closeError error
 }
 
+var _ net.Listener = (*Listener)(nil)
+
 // accepted is what the accept loop or a header reader hands to Accept.
 type accepted struct {
 	c   net.Conn

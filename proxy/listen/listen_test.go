@@ -210,37 +210,50 @@ func TestProxyProtocolUntrusted(t *testing.T) {
 	}
 }
 
-// TestProxyProtocolUntrustedHTTP: behind http.Server, an untrusted PROXY
-// header is a bad request.
-func TestProxyProtocolUntrustedHTTP(t *testing.T) {
+// TestHTTPServer: behind http.Server, a trusted header sets the request's
+// RemoteAddr, and an untrusted one is a bad request.
+func TestHTTPServer(t *testing.T) {
 	checkGoroutines(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := New(ln, Config{ProxyFrom: mustPrefixes(t, "127.0.0.5")})
-	var remote string
+	remotes := make(chan string, 2)
 	hs := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { remote = r.RemoteAddr }),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { remotes <- r.RemoteAddr }),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	done := make(chan struct{})
 	go func() { hs.Serve(l); close(done) }()
 	t.Cleanup(func() { hs.Close(); <-done })
 
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	get := func(src string) (int, string) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "PROXY TCP4 203.0.113.9 10.0.0.1 1234 3128\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		select {
+		case r := <-remotes:
+			return resp.StatusCode, r
+		default:
+			return resp.StatusCode, ""
+		}
 	}
-	defer c.Close()
-	io.WriteString(c, "PROXY TCP4 203.0.113.9 10.0.0.1 1234 3128\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
+	if code, remote := get("127.0.0.5"); code != http.StatusOK || remote != "203.0.113.9:1234" {
+		t.Errorf("trusted: status %d, RemoteAddr %q; want 200, 203.0.113.9:1234", code, remote)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || remote != "" {
-		t.Errorf("status %d, handler saw %q; want 400 and no handler call", resp.StatusCode, remote)
+	if code, remote := get("127.0.0.6"); code != http.StatusBadRequest || remote != "" {
+		t.Errorf("untrusted: status %d, handler saw %q; want 400 and no handler call", code, remote)
 	}
 }
 

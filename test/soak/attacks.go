@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,6 +86,9 @@ func parallel(ctx context.Context, n, width int, f func(i int)) {
 	sem := make(chan struct{}, width)
 	var wg sync.WaitGroup
 	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -132,7 +136,9 @@ func attackBurst(ctx context.Context, r *phaseRun) {
 	parallel(dctx, o.burst, 100, func(i int) {
 		c, err := dialFrom(dctx, attackAddr(i, o.addrs), r.p.addr, 0)
 		if err != nil {
-			r.att.add("dial " + errKind(err))
+			if ctx.Err() == nil {
+				r.att.add("dial " + errKind(err))
+			}
 			return
 		}
 		conns[i] = c
@@ -179,7 +185,9 @@ func attackStalled(ctx context.Context, r *phaseRun) {
 	parallel(ctx, o.stalled, 32, func(i int) {
 		c, err := dialFrom(ctx, attackAddr(i, o.addrs), r.p.addr, 4096)
 		if err != nil {
-			r.att.add("dial " + errKind(err))
+			if ctx.Err() == nil {
+				r.att.add("dial " + errKind(err))
+			}
 			return
 		}
 		c.deadline(10 * time.Second)
@@ -213,7 +221,9 @@ func attackSlow(ctx context.Context, r *phaseRun) {
 	parallel(ctx, 2*o.slow, 64, func(i int) {
 		c, err := dialFrom(ctx, attackAddr(i, o.addrs), r.p.addr, 0)
 		if err != nil {
-			r.att.add("dial " + errKind(err))
+			if ctx.Err() == nil {
+				r.att.add("dial " + errKind(err))
+			}
 			return
 		}
 		wg.Add(1)
@@ -284,7 +294,9 @@ func attackMetrics(ctx context.Context, r *phaseRun) {
 	parallel(ctx, o.metricsConns, 64, func(i int) {
 		c, err := dialFrom(ctx, attackAddr(i, o.addrs), r.p.metrics, 0)
 		if err != nil {
-			r.att.add("dial " + errKind(err))
+			if ctx.Err() == nil {
+				r.att.add("dial " + errKind(err))
+			}
 			return
 		}
 		wg.Add(1)
@@ -358,4 +370,35 @@ func connectOnce(ctx context.Context, r *phaseRun, auth string) string {
 	defer c.Close()
 	c.deadline(5 * time.Second)
 	return outcome(c.connect(r.e.echo, auth))
+}
+
+// authCounters scrapes the proxy's /metrics for its auth failure counters
+// ("wsegress_auth_failures_total invalid=…"); "" if not available. Each
+// "invalid" is one verification that ran (a hash, for bcrypt entries).
+func authCounters(addr string) string {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != 200 {
+		return ""
+	}
+	const name = "wsegress_auth_failures_total"
+	var parts []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `reason="`)
+		reason, _, _ := strings.Cut(rest, `"`)
+		f := strings.Fields(line)
+		parts = append(parts, reason+"="+f[len(f)-1])
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return name + " " + strings.Join(parts, " ")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -33,9 +34,19 @@ func (s *goodStats) addRTT(d time.Duration) {
 	s.mu.Unlock()
 }
 
-func (s *goodStats) fail(kind string) {
+// never stands for a setup or echo that did not succeed: it sorts after
+// every real time, so refusals show in the percentiles.
+const never = time.Duration(math.MaxInt64)
+
+// fail counts a failed setup (or, with echo, a failed round trip).
+func (s *goodStats) fail(kind string, echo bool) {
 	s.mu.Lock()
 	s.refused[kind]++
+	if echo {
+		s.rtt = append(s.rtt, never)
+	} else {
+		s.setup = append(s.setup, never)
+	}
 	s.mu.Unlock()
 }
 
@@ -108,7 +119,7 @@ func (g *good) open(ctx context.Context) *conn {
 	c, err := dialFrom(dctx, goodAddr, g.proxy, 0)
 	if err != nil {
 		if ctx.Err() == nil {
-			st.fail("dial " + errKind(err))
+			st.fail("dial "+errKind(err), false)
 		}
 		return nil
 	}
@@ -119,18 +130,18 @@ func (g *good) open(ctx context.Context) *conn {
 		c.Close()
 		return nil
 	case err != nil:
-		st.fail(errKind(err))
+		st.fail(errKind(err), false)
 		c.Close()
 		return nil
 	case code != 200:
-		st.fail(strconv.Itoa(code))
+		st.fail(strconv.Itoa(code), false)
 		c.Close()
 		return nil
 	}
 	st.addSetup(time.Since(t0))
 	if err := c.upgrade(g.target); err != nil {
 		if ctx.Err() == nil {
-			st.fail("upgrade " + errKind(err))
+			st.fail("upgrade "+errKind(err), true)
 		}
 		c.Close()
 		return nil
@@ -144,7 +155,7 @@ func (g *good) echo(c *conn) bool {
 	c.deadline(goodEchoTimeout)
 	t0 := time.Now()
 	if err := c.echo(echoPayload); err != nil {
-		st.fail("echo " + errKind(err))
+		st.fail("echo "+errKind(err), true)
 		return false
 	}
 	st.addRTT(time.Since(t0))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -114,14 +115,16 @@ func phaseByKey(k string) *phase {
 }
 
 func main() {
-	code, err := run(os.Args[1:])
+	code, err := run(os.Args[1:], os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 	}
 	os.Exit(code)
 }
 
-func run(args []string) (int, error) {
+// run is the whole program: it writes the report to out, progress to
+// stderr, and returns the exit code.
+func run(args []string, out io.Writer) (int, error) {
 	o, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0, nil
@@ -184,7 +187,7 @@ func run(args []string) (int, error) {
 		results = append(results, res)
 	}
 	rep := report(o, args, results)
-	fmt.Print(rep.text)
+	fmt.Fprint(out, rep.text)
 	if o.strict && rep.failed > 0 {
 		return 1, nil
 	}
@@ -314,6 +317,11 @@ func runPhase(ctx context.Context, e *env, ph *phase) (*result, error) {
 	stopGood()
 	g.wait()
 	res.good = g.swap()
+	if ph.attack != nil {
+		if m := authCounters(p.metrics); m != "" {
+			r.note("proxy's %s", m)
+		}
+	}
 	res.attacker, res.stalledN = r.att.String(), r.stalledN
 	if res.attacker == "" {
 		res.attacker = "—"

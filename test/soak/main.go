@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -172,6 +173,7 @@ func run(args []string, out io.Writer) (int, error) {
 	e.echo, e.stream = tg.echo.Addr().String(), tg.stream.Addr().String()
 
 	fmt.Fprintf(os.Stderr, "soak: RLIMIT_NOFILE %d; phases of %v\n", nofile, o.phase)
+	load0 := loadAvg()
 	var results []*result
 	for _, k := range strings.Split(o.phases, ",") {
 		if ctx.Err() != nil {
@@ -186,12 +188,23 @@ func run(args []string, out io.Writer) (int, error) {
 		fmt.Fprintf(os.Stderr, "soak: %s\n", res.line())
 		results = append(results, res)
 	}
-	rep := report(o, args, results)
+	rep := report(o, args, results, load0+" → "+loadAvg())
 	fmt.Fprint(out, rep.text)
 	if o.strict && rep.failed > 0 {
 		return 1, nil
 	}
 	return 0, nil
+}
+
+// loadAvg is the machine's 1-minute load average and CPU count: timings
+// are noise when other jobs load the cores.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%s (%d CPUs)", f[0], runtime.NumCPU())
 }
 
 // phaseRun is one phase in progress.

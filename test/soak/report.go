@@ -50,7 +50,7 @@ type rep struct {
 }
 
 // report renders the markdown table, the notes and the target checks.
-func report(o *options, args []string, rs []*result) rep {
+func report(o *options, args []string, rs []*result, load string) rep {
 	var b strings.Builder
 	cmd := "go run ./test/soak"
 	if len(args) > 0 {
@@ -58,7 +58,8 @@ func report(o *options, args []string, rs []*result) rep {
 	}
 	fmt.Fprintf(&b, "\nCommand: `%s`\n\n", cmd)
 	fmt.Fprintf(&b, "wsegress with default settings; good clients: %d churning + %d held tunnels from 127.0.0.1; "+
-		"each phase %v on a fresh proxy; times in ms (p50 / p99); fds base → peak → after.\n\n", o.churners, o.held, o.phase)
+		"each phase %v on a fresh proxy; times in ms (p50 / p99; ∞: refusals above 1%%); fds base → peak → after; "+
+		"machine load average %s.\n\n", o.churners, o.held, o.phase, load)
 	b.WriteString("| attack | good tunnels | good refused | CONNECT→200 | echo RTT | proxy CPU s | fds | attacker got |\n")
 	b.WriteString("| --- | --: | --- | --: | --: | --: | --: | --- |\n")
 	var base, burst *result

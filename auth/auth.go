@@ -294,13 +294,24 @@ func (a *Authenticator) Check(client netip.Addr, header string) Result {
 		th.success(client, user)
 		return Result{Status: StatusOK, User: user}
 	}
+	wait := orDefault(st.opts.VerifyWait, time.Second)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
 	tk, d, v := th.begin(client, user, k, true)
+	for v == verdictWait {
+		select {
+		case <-tk.settled:
+		case <-deadline.C:
+			return Result{Status: StatusBusy, User: name, RetryAfter: time.Second}
+		}
+		tk, d, v = th.begin(client, user, k, true)
+	}
 	if v != verdictVerify {
 		return refuse(d, v)
 	}
 	ok, err := false, error(nil)
 	if parsed {
-		ok, err = a.verify(st, user, pass, k)
+		ok, err = a.verify(st, user, pass, k, deadline.C)
 	}
 	switch {
 	case err != nil:
@@ -317,8 +328,9 @@ func (a *Authenticator) Check(client netip.Addr, header string) Result {
 }
 
 // verify reports whether pass is user's password in st, k being their
-// macKey. It fails with ErrBusy if no hashing slot frees up in time.
-func (a *Authenticator) verify(st *state, user, pass string, k macKey) (bool, error) {
+// macKey. It fails with ErrBusy if no hashing slot frees up before
+// deadline fires.
+func (a *Authenticator) verify(st *state, user, pass string, k macKey, deadline <-chan time.Time) (bool, error) {
 	if pass == "" {
 		return false, nil // never a wildcard, whatever the file says
 	}
@@ -327,7 +339,7 @@ func (a *Authenticator) verify(st *state, user, pass string, k macKey) (bool, er
 		m = st.users.dummy
 	}
 	return st.cache.verify(k, user, a.now, func() (bool, error) {
-		if !acquire(st.slots, orDefault(st.opts.VerifyWait, time.Second)) {
+		if !acquire(st.slots, deadline) {
 			return false, ErrBusy
 		}
 		defer func() { <-st.slots }()
@@ -336,19 +348,12 @@ func (a *Authenticator) verify(st *state, user, pass string, k macKey) (bool, er
 	})
 }
 
-// acquire takes a slot of sem, waiting at most d.
-func acquire(sem chan struct{}, d time.Duration) bool {
+// acquire takes a slot of sem, waiting until deadline fires.
+func acquire(sem chan struct{}, deadline <-chan time.Time) bool {
 	select {
 	case sem <- struct{}{}:
 		return true
-	default:
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case sem <- struct{}{}:
-		return true
-	case <-t.C:
+	case <-deadline:
 		return false
 	}
 }

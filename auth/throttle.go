@@ -92,13 +92,15 @@ type throttle struct {
 	// from several addresses at once (twenty pods starting) is one shared
 	// verification and counts once against the user.
 	userPending map[uint64]int
+	settled     chan struct{} // closed (and replaced) when a reservation settles
 }
 
 // counter is the failure state of one address, user name or pair.
 type counter struct {
-	start time.Time // first failure of the current window
-	n     int       // failures (counted or reserved) in the current window
-	until time.Time // blocked before this instant
+	start   time.Time // first failure of the current window
+	n       int       // failures in the current window, settled or pending
+	pending int       // of n, reservations still being verified
+	until   time.Time // blocked before this instant
 }
 
 // addrState is what the throttle knows of one client address.
@@ -134,6 +136,7 @@ const (
 	verdictVerify  verdict = iota // go on and verify
 	verdictBlocked                // refuse with 429, unverified
 	verdictRepeat                 // the same credential failed recently from here: 407, unverified
+	verdictWait                   // no room to count one more failure yet: wait on ticket.settled
 )
 
 // outcome is how a verification ended, for finish.
@@ -153,10 +156,11 @@ type ticket struct {
 	fp      uint64
 	gen     uint64
 	trusted bool
-	leader  bool         // this request reserved; others with the same credential joined it
-	onUser  bool         // counted in userPending
-	userRes bool         // reserved on the user counter
-	starts  [2]time.Time // window starts of the counters reserved on (addr or pair, user)
+	leader  bool            // this request reserved; others with the same credential joined it
+	onUser  bool            // counted in userPending
+	settled <-chan struct{} // with verdictWait: closed when it is worth asking again
+	userRes bool            // reserved on the user counter
+	starts  [2]time.Time    // window starts of the counters reserved on (addr or pair, user)
 }
 
 // newThrottle returns a throttle using clock now, or nil if c.Disabled.
@@ -164,7 +168,7 @@ func newThrottle(c ThrottleConfig, now func() time.Time) *throttle {
 	if c.Disabled {
 		return nil
 	}
-	t := &throttle{now: now, seed: maphash.MakeSeed(), userPending: make(map[uint64]int)}
+	t := &throttle{now: now, seed: maphash.MakeSeed(), userPending: make(map[uint64]int), settled: make(chan struct{})}
 	t.addrs = newBoundedMap[netip.Prefix, *addrState](1)
 	t.users = newBoundedMap[uint64, counter](1)
 	t.pairs = newBoundedMap[trustKey, pairState](1)
@@ -222,11 +226,14 @@ func (t *throttle) userKey(user string) uint64 { return maphash.String(t.seed, u
 func fpOf(k macKey) uint64 { return binary.LittleEndian.Uint64(k[:8]) }
 
 // begin decides whether client may have the credential k (for user, ""
-// if the header did not parse) verified. With reserve false it only looks;
-// with reserve true it also counts a failure in advance, unless the same
+// if the header did not parse) verified. With reserve false it only looks.
+// With reserve true it also counts a failure in advance, unless the same
 // credential is already being verified for this address, in which case the
-// ticket joins that verification and counts nothing. The duration is the
-// block's remaining time for verdictBlocked.
+// ticket joins that verification and counts nothing. If the counts are
+// full of reservations still being verified, it answers verdictWait: the
+// caller waits on tk.settled and asks again, so that good logins racing
+// each other are not refused for failures that may never happen. The
+// duration is the block's remaining time for verdictBlocked.
 func (t *throttle) begin(client netip.Addr, user string, k macKey, reserve bool) (ticket, time.Duration, verdict) {
 	if t == nil {
 		return ticket{}, 0, verdictVerify
@@ -238,10 +245,12 @@ func (t *throttle) begin(client netip.Addr, user string, k macKey, reserve bool)
 	tk.gen = t.gen
 	as, _ := t.addrs.get(tk.ak)
 	var ps pairState
+	var uc counter
 	if user != "" {
 		tk.uk = t.userKey(user)
 		ps, _ = t.pairs.get(trustKey{tk.uk, tk.ak})
 		tk.trusted = !ps.trusted.IsZero() && now.Sub(ps.trusted) < trustFor
+		uc, _ = t.users.get(tk.uk)
 	}
 	if d, blocked := t.blocked(tk, as, ps, now); blocked {
 		return tk, d, verdictBlocked
@@ -258,10 +267,15 @@ func (t *throttle) begin(client netip.Addr, user string, k macKey, reserve bool)
 	if !reserve || slot != nil { // slot != nil: pending, join it
 		return tk, 0, verdictVerify
 	}
-	tk.leader = true
 	if as == nil {
 		as = new(addrState)
 	}
+	userRes := user != "" && !tk.trusted && t.userPending[tk.fp] == 0
+	if tk.trusted && t.full(ps.counter) || !tk.trusted && t.full(as.counter) || userRes && t.full(uc) {
+		tk.settled = t.settled
+		return tk, 0, verdictWait
+	}
+	tk.leader = true
 	*as.free(now, t.window) = fingerprint{sum: tk.fp, seen: now, gen: tk.gen, pending: true}
 	if tk.trusted {
 		ps.counter = t.count(ps.counter, now)
@@ -270,27 +284,26 @@ func (t *throttle) begin(client netip.Addr, user string, k macKey, reserve bool)
 	} else {
 		as.counter = t.count(as.counter, now)
 		tk.starts[0] = as.start
-		if user != "" {
-			tk.onUser = true
-			if t.userPending[tk.fp] == 0 {
-				tk.userRes = true
-				uc, _ := t.users.get(tk.uk)
-				uc = t.count(uc, now)
-				tk.starts[1] = uc.start
-				t.users.pruneFront(func(c counter) bool { return t.stale(c, now) })
-				t.users.put(tk.uk, uc)
-			}
-			t.userPending[tk.fp]++
+	}
+	if user != "" && !tk.trusted {
+		tk.onUser, tk.userRes = true, userRes
+		if userRes {
+			uc = t.count(uc, now)
+			tk.starts[1] = uc.start
+			t.users.pruneFront(func(c counter) bool { return t.stale(c, now) })
+			t.users.put(tk.uk, uc)
 		}
+		t.userPending[tk.fp]++
 	}
 	t.putAddr(tk.ak, as, now)
 	return tk, 0, verdictVerify
 }
 
 // finish settles tk after its verification: a success gives the reserved
-// failure back and trusts the pair; a failure keeps it and remembers the
-// credential as bad; a void one gives it back. It reports whether tk's
-// client is now blocked (so the attempt that reached the limit can say so).
+// failure back and trusts the pair; a failure keeps it (the one that
+// completes MaxFailures starts the block) and remembers the credential as
+// bad; a void one gives it back. It reports whether tk's client is now
+// blocked, so the attempt that reached the limit can say so.
 func (t *throttle) finish(tk ticket, o outcome) (time.Duration, bool) {
 	if t == nil {
 		return 0, false
@@ -302,31 +315,34 @@ func (t *throttle) finish(tk ticket, o outcome) (time.Duration, bool) {
 	pk := trustKey{tk.uk, tk.ak}
 	ps, _ := t.pairs.get(pk)
 	pairChanged := o == outcomeOK
-	if tk.leader && as != nil {
-		if slot := as.find(tk.fp, tk.gen, now, t.window); slot != nil && slot.pending {
-			if o == outcomeFailed && tk.gen == t.gen {
-				slot.pending, slot.seen = false, now
-			} else {
-				*slot = fingerprint{}
+	failed := o == outcomeFailed
+	if tk.leader {
+		if as != nil {
+			if slot := as.find(tk.fp, tk.gen, now, t.window); slot != nil && slot.pending {
+				if failed && tk.gen == t.gen {
+					slot.pending, slot.seen = false, now
+				} else {
+					*slot = fingerprint{}
+				}
 			}
 		}
-	}
-	if tk.leader && o != outcomeFailed {
 		switch {
 		case tk.trusted:
-			ps.counter = t.release(ps.counter, tk.starts[0])
+			ps.counter = t.settle(ps.counter, tk.starts[0], failed, now)
 			pairChanged = true
 		case as != nil:
-			as.counter = t.release(as.counter, tk.starts[0])
+			as.counter = t.settle(as.counter, tk.starts[0], failed, now)
 		}
 		if tk.userRes {
 			if uc, ok := t.users.get(tk.uk); ok {
-				t.users.put(tk.uk, t.release(uc, tk.starts[1]))
+				t.users.put(tk.uk, t.settle(uc, tk.starts[1], failed, now))
 			}
 		}
-	}
-	if tk.leader && as != nil {
-		t.addrs.put(tk.ak, as)
+		if as != nil {
+			t.addrs.put(tk.ak, as)
+		}
+		close(t.settled) // wake those waiting for room (verdictWait)
+		t.settled = make(chan struct{})
 	}
 	if tk.onUser {
 		if t.userPending[tk.fp]--; t.userPending[tk.fp] <= 0 {
@@ -379,28 +395,35 @@ func (t *throttle) blocked(tk ticket, as *addrState, ps pairState, now time.Time
 	return d, blocked
 }
 
-// count adds one failure to c at now. The caller has checked that c does
-// not block. The failure that reaches MaxFailures starts the block.
+// full reports whether c has no room for another reservation: MaxFailures
+// are counted, some still being verified.
+func (t *throttle) full(c counter) bool { return c.pending > 0 && c.n >= t.maxFailures }
+
+// count reserves one failure in c at now. The caller has checked that c
+// neither blocks nor is full.
 func (t *throttle) count(c counter, now time.Time) counter {
-	if c.n == 0 || now.Sub(c.start) >= t.window || !c.until.IsZero() {
+	if c.pending == 0 && (c.n == 0 || now.Sub(c.start) >= t.window || !c.until.IsZero()) {
 		c = counter{start: now}
 	}
 	c.n++
-	if c.n >= t.maxFailures {
-		c.until = now.Add(t.block)
-	}
+	c.pending++
 	return c
 }
 
-// release gives back a failure reserved in the window that began at
-// start, lifting the block it completed, if any.
-func (t *throttle) release(c counter, start time.Time) counter {
-	if c.n == 0 || !c.start.Equal(start) {
+// settle ends a reservation made in the window that began at start: a
+// failure stays counted, and the one that brings the settled failures to
+// MaxFailures starts the block; anything else is given back.
+func (t *throttle) settle(c counter, start time.Time, failed bool, now time.Time) counter {
+	if c.pending == 0 || !c.start.Equal(start) {
 		return c // another window by now: the reservation is gone
 	}
-	c.n--
-	if c.n < t.maxFailures {
-		c.until = time.Time{}
+	c.pending--
+	if !failed {
+		c.n--
+		return c
+	}
+	if c.n-c.pending >= t.maxFailures && c.until.IsZero() {
+		c.until = now.Add(t.block)
 	}
 	return c
 }

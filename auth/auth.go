@@ -309,10 +309,17 @@ func (a *Authenticator) Check(client netip.Addr, header string) Result {
 	if v != verdictVerify {
 		return refuse(d, v)
 	}
+	settled := false
+	defer func() {
+		if !settled { // verify panicked: do not leave a reservation behind
+			th.finish(tk, outcomeVoid)
+		}
+	}()
 	ok, err := false, error(nil)
 	if parsed {
 		ok, err = a.verify(st, user, pass, k, deadline.C)
 	}
+	settled = true
 	switch {
 	case err != nil:
 		th.finish(tk, outcomeVoid)

@@ -30,7 +30,8 @@ type ThrottleConfig struct {
 	Block time.Duration
 	// MaxTracked bounds each of the throttle's tables (addresses, user
 	// names, user and address pairs); the least recently updated entry is
-	// evicted. 0 means 100,000 (roughly 20 MB per full table).
+	// evicted. 0 means 100,000 (roughly 35 MB for a full address table,
+	// which remembers failed credentials, and 20 MB for each other one).
 	MaxTracked int
 }
 
@@ -83,7 +84,7 @@ type throttle struct {
 	mu            sync.Mutex // guards the following fields
 	maxFailures   int
 	window, block time.Duration
-	gen           uint64 // bumped by forgetFailed; fingerprints of older gens are void
+	gen           uint32 // bumped by forgetFailed; fingerprints of older gens are void
 	addrs         *boundedMap[netip.Prefix, *addrState]
 	users         *boundedMap[uint64, counter]
 	pairs         *boundedMap[trustKey, pairState]
@@ -113,8 +114,8 @@ type addrState struct {
 // bytes of its macKey, which without the per-process key say nothing.
 type fingerprint struct {
 	sum     uint64
-	seen    time.Time // last attempt; zero: free slot
-	gen     uint64
+	seen    int64 // last attempt, Unix ns; 0: free slot
+	gen     uint32
 	pending bool // a verification is in flight: the credential is not known bad yet
 }
 
@@ -154,7 +155,7 @@ type ticket struct {
 	uk      uint64
 	user    string // "" if the header did not parse
 	fp      uint64
-	gen     uint64
+	gen     uint32
 	trusted bool
 	leader  bool            // this request reserved; others with the same credential joined it
 	onUser  bool            // counted in userPending
@@ -260,7 +261,7 @@ func (t *throttle) begin(client netip.Addr, user string, k macKey, reserve bool)
 		slot = as.find(tk.fp, tk.gen, now, t.window)
 	}
 	if slot != nil && !slot.pending {
-		slot.seen = now // still failing: remember it longer
+		slot.seen = now.UnixNano() // still failing: remember it longer
 		t.addrs.put(tk.ak, as)
 		return tk, 0, verdictRepeat
 	}
@@ -276,7 +277,7 @@ func (t *throttle) begin(client netip.Addr, user string, k macKey, reserve bool)
 		return tk, 0, verdictWait
 	}
 	tk.leader = true
-	*as.free(now, t.window) = fingerprint{sum: tk.fp, seen: now, gen: tk.gen, pending: true}
+	*as.free(now, t.window) = fingerprint{sum: tk.fp, seen: now.UnixNano(), gen: tk.gen, pending: true}
 	if tk.trusted {
 		ps.counter = t.count(ps.counter, now)
 		tk.starts[0] = ps.start
@@ -320,7 +321,7 @@ func (t *throttle) finish(tk ticket, o outcome) (time.Duration, bool) {
 		if as != nil {
 			if slot := as.find(tk.fp, tk.gen, now, t.window); slot != nil && slot.pending {
 				if failed && tk.gen == t.gen {
-					slot.pending, slot.seen = false, now
+					slot.pending, slot.seen = false, now.UnixNano()
 				} else {
 					*slot = fingerprint{}
 				}
@@ -444,10 +445,10 @@ func (t *throttle) stale(c counter, now time.Time) bool {
 }
 
 // find returns the live slot holding fp, or nil.
-func (as *addrState) find(fp, gen uint64, now time.Time, window time.Duration) *fingerprint {
+func (as *addrState) find(fp uint64, gen uint32, now time.Time, window time.Duration) *fingerprint {
 	for i := range as.recent {
 		s := &as.recent[i]
-		if s.sum == fp && !s.seen.IsZero() && s.gen == gen && (s.pending || now.Sub(s.seen) < window) {
+		if s.sum == fp && s.seen != 0 && s.gen == gen && (s.pending || s.age(now) < window) {
 			return s
 		}
 	}
@@ -460,20 +461,22 @@ func (as *addrState) free(now time.Time, window time.Duration) *fingerprint {
 	oldest := &as.recent[0]
 	for i := range as.recent {
 		s := &as.recent[i]
-		if s.seen.IsZero() || (!s.pending && now.Sub(s.seen) >= window) {
+		if s.seen == 0 || (!s.pending && s.age(now) >= window) {
 			return s
 		}
-		if s.seen.Before(oldest.seen) {
+		if s.seen < oldest.seen {
 			oldest = s
 		}
 	}
 	return oldest
 }
 
+func (s *fingerprint) age(now time.Time) time.Duration { return time.Duration(now.UnixNano() - s.seen) }
+
 // idle reports whether as remembers no live fingerprint.
 func (as *addrState) idle(now time.Time, window time.Duration) bool {
 	for _, s := range as.recent {
-		if !s.seen.IsZero() && (s.pending || now.Sub(s.seen) < window) {
+		if s.seen != 0 && (s.pending || s.age(now) < window) {
 			return false
 		}
 	}

@@ -36,8 +36,9 @@ type Options struct {
 	// MaxConcurrent bounds how many password hashes are computed at once;
 	// cache hits never wait for one. 0 means runtime.NumCPU().
 	MaxConcurrent int
-	// VerifyWait is how long a check that needs a hash waits for one of the
-	// MaxConcurrent slots before it is answered StatusBusy. 0 means 1s:
+	// VerifyWait is how long a check that needs a hash may wait, for one of
+	// the MaxConcurrent slots or for the throttle to have room to count it,
+	// before it is answered StatusBusy. 0 means 1s:
 	// long enough to ride out a short burst (a cost-10 bcrypt takes about
 	// 50 ms, so a slot turns over ~20 times), short enough that a flood
 	// does not pile up connections waiting behind it.

@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +33,16 @@ type Options struct {
 	CacheSize int
 	// Throttle configures the brute-force throttle (on by default).
 	Throttle ThrottleConfig
+	// MaxConcurrent bounds how many password hashes are computed at once;
+	// cache hits never wait for one. 0 means runtime.NumCPU().
+	MaxConcurrent int
+	// VerifyWait is how long a check that needs a hash may wait, for one of
+	// the MaxConcurrent slots or for the throttle to have room to count it,
+	// before it is answered StatusBusy. 0 means 1s:
+	// long enough to ride out a short burst (a cost-10 bcrypt takes about
+	// 50 ms, so a slot turns over ~20 times), short enough that a flood
+	// does not pile up connections waiting behind it.
+	VerifyWait time.Duration
 	// Groups, if non-nil, maps group names to users (from the YAML config);
 	// it is merged with the groups file.
 	Groups map[string][]string
@@ -51,7 +63,13 @@ const (
 	StatusThrottled
 	// StatusOK: the credentials are valid.
 	StatusOK
+	// StatusBusy: too many verifications are running; the credentials were
+	// not checked. Retry after RetryAfter (503).
+	StatusBusy
 )
+
+// ErrBusy is the error behind StatusBusy, for callers that want one.
+var ErrBusy = errors.New("auth: too many password verifications in progress")
 
 // String returns a lowercase name for logs and metrics labels.
 func (s Status) String() string {
@@ -64,6 +82,8 @@ func (s Status) String() string {
 		return "throttled"
 	case StatusOK:
 		return "ok"
+	case StatusBusy:
+		return "busy"
 	}
 	return fmt.Sprintf("Status(%d)", int(s))
 }
@@ -74,8 +94,9 @@ type Result struct {
 	// User is the verified user when Status is StatusOK. Otherwise it is the
 	// claimed user name if that user exists in the file, else UnknownUser.
 	User string
-	// RetryAfter is how long a throttled client should wait, rounded up to
-	// whole seconds; zero unless Status is StatusThrottled.
+	// RetryAfter is how long a throttled or busy client should wait,
+	// rounded up to whole seconds; zero unless Status is StatusThrottled
+	// or StatusBusy.
 	RetryAfter time.Duration
 }
 
@@ -83,32 +104,27 @@ type Result struct {
 // It is safe for concurrent use. A nil *Authenticator denies everything,
 // so a wiring mistake fails closed.
 type Authenticator struct {
-	htpasswdPath, groupsPath string
-	opts                     Options
-	now                      func() time.Time
-	mac                      *macer
-	throttle                 *throttle // nil: off
+	now func() time.Time
+	mac *macer
 
-	reloadMu sync.Mutex // serialises Reload
+	reloadMu sync.Mutex // serialises Update and Reload
 	state    atomic.Pointer[state]
 }
 
-// state is everything Reload replaces at once.
+// state is everything Update replaces at once. Its parts that hold live
+// data (throttle, slots) are carried from one state to the next.
 type state struct {
-	users  *users
-	groups map[string][]string // user -> sorted groups
-	cache  *verifyCache        // nil: off
+	htpasswdPath, groupsPath string
+	opts                     Options
+	users                    *users
+	groups                   map[string][]string // user -> sorted groups
+	cache                    *verifyCache
+	throttle                 *throttle // nil: off
+	slots                    chan struct{}
 }
 
 // New loads the htpasswd file (required) and the groups file ("" for none).
 func New(htpasswdPath, groupsPath string, opts Options) (*Authenticator, error) {
-	if htpasswdPath == "" {
-		return nil, errors.New("auth: no htpasswd file given")
-	}
-	if err := opts.Throttle.validate(); err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	opts.Groups = copyGroups(opts.Groups) // Reload reads it later
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -117,43 +133,85 @@ func New(htpasswdPath, groupsPath string, opts Options) (*Authenticator, error) 
 	if _, err := rand.Read(key[:]); err != nil {
 		return nil, fmt.Errorf("auth: cache key: %w", err)
 	}
-	a := &Authenticator{
-		htpasswdPath: htpasswdPath,
-		groupsPath:   groupsPath,
-		opts:         opts,
-		now:          now,
-		mac:          newMacer(key[:]),
-		throttle:     newThrottle(opts.Throttle, now),
-	}
-	if err := a.Reload(); err != nil {
+	a := &Authenticator{now: now, mac: newMacer(key[:])}
+	if err := a.Update(htpasswdPath, groupsPath, opts); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// Reload re-reads the htpasswd and groups files. On any error it keeps the
-// old users and groups and returns the error, which names the file and line
-// but never a hash or password. On success it also drops the verification
-// cache, so a changed or removed password stops working at once. Throttle
-// state survives: a reload must not reset an attack's count.
+// Update switches a to new files and options in place (opts.Now is
+// ignored: the clock is New's). On any error nothing changes and the error,
+// which names the file and line but never a hash or password, is returned.
+// What did not change is kept: the throttle's state (a reload must not
+// reset an attack's count, nor forget whom it trusts), and the cached
+// verifications of every user whose stored hash is the same; a changed or
+// removed password stops working at once. When the users changed at all,
+// the throttle also forgets which credentials failed, since one may now be
+// right.
+func (a *Authenticator) Update(htpasswdPath, groupsPath string, opts Options) error {
+	if a == nil {
+		return errors.New("auth: Update of a nil Authenticator")
+	}
+	if htpasswdPath == "" {
+		return errors.New("auth: no htpasswd file given")
+	}
+	if err := opts.Throttle.validate(); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if opts.MaxConcurrent < 0 || opts.VerifyWait < 0 {
+		return errors.New("auth: MaxConcurrent and VerifyWait must not be negative")
+	}
+	opts.Groups = copyGroups(opts.Groups) // Reload reads it later
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	u, err := loadHtpasswd(htpasswdPath, opts.AllowPlaintext)
+	if err != nil {
+		return err
+	}
+	g, err := loadGroups(groupsPath, opts.Groups)
+	if err != nil {
+		return err
+	}
+	st := &state{
+		htpasswdPath: htpasswdPath, groupsPath: groupsPath, opts: opts, users: u, groups: g,
+		cache: newVerifyCache(orDefault(opts.CacheTTL, 5*time.Minute), orDefault(opts.CacheSize, 10_000)),
+	}
+	old := a.state.Load()
+	if old != nil && !old.opts.Throttle.Disabled && !opts.Throttle.Disabled {
+		st.throttle = old.throttle
+		st.throttle.configure(opts.Throttle)
+	} else {
+		st.throttle = newThrottle(opts.Throttle, a.now)
+	}
+	n := orDefault(opts.MaxConcurrent, runtime.NumCPU())
+	if old != nil && cap(old.slots) == n {
+		st.slots = old.slots
+	} else {
+		st.slots = make(chan struct{}, n)
+	}
+	if old != nil {
+		same := func(user string) bool {
+			s, ok := u.sums[user]
+			return ok && s == old.users.sums[user]
+		}
+		st.cache.carry(old.cache, a.now(), same)
+		if !maps.Equal(u.sums, old.users.sums) {
+			st.throttle.forgetFailed()
+		}
+	}
+	a.state.Store(st)
+	return nil
+}
+
+// Reload re-reads the htpasswd and groups files with the current options;
+// see Update.
 func (a *Authenticator) Reload() error {
 	if a == nil {
 		return errors.New("auth: Reload of a nil Authenticator")
 	}
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	u, err := loadHtpasswd(a.htpasswdPath, a.opts.AllowPlaintext)
-	if err != nil {
-		return err
-	}
-	g, err := loadGroups(a.groupsPath, a.opts.Groups)
-	if err != nil {
-		return err
-	}
-	ttl := orDefault(a.opts.CacheTTL, 5*time.Minute)
-	size := orDefault(a.opts.CacheSize, 10_000)
-	a.state.Store(&state{users: u, groups: g, cache: newVerifyCache(ttl, size)})
-	return nil
+	st := a.state.Load()
+	return a.Update(st.htpasswdPath, st.groupsPath, st.opts)
 }
 
 // Users reports how many users are loaded.
@@ -188,24 +246,30 @@ func copyGroups(g map[string][]string) map[string][]string {
 // peer's address (an invalid Addr shares one throttle counter with all
 // other invalid ones). In order:
 //
-//  1. A client address blocked by the throttle gets StatusThrottled without
-//     any verification, even with a correct password.
-//  2. No header gets StatusMissing and is not counted as a failure: it is
-//     how every client starts the 407 exchange.
-//  3. A user name under a per-user block gets StatusThrottled, unverified,
-//     unless this address authenticated as that user recently (see
-//     ThrottleConfig and throttle for why).
-//  4. The credentials are verified: empty passwords never match; a fresh
-//     cache entry answers in microseconds; otherwise the hash is computed.
-//     A name absent from the file is checked against another user's hash
-//     (result discarded) so that it costs about as much as a known one and
-//     timing does not reveal which names exist.
-//  5. A failure is counted against the address and the claimed name; the
-//     one that reaches the limit is answered StatusThrottled, the rest
-//     StatusInvalid. A success is never delayed.
+//  1. No header gets StatusMissing, not counted: it is how every client
+//     starts the 407 exchange, and a client cannot be trusted or refused
+//     before it says who it is.
+//  2. The throttle decides (see throttle): a blocked client gets
+//     StatusThrottled without any verification or cache lookup, even with
+//     a correct password; credentials that failed recently from this
+//     address get StatusInvalid without being hashed again.
+//  3. A fresh cache entry answers StatusOK in microseconds.
+//  4. Otherwise a failure is counted in advance and the credentials are
+//     verified: empty passwords never match; the hash waits for one of
+//     Options.MaxConcurrent slots, and a check that gets none within
+//     Options.VerifyWait is StatusBusy (not counted). A name absent from
+//     the file is checked against another user's hash (result discarded)
+//     so that it costs about as much as a known one and timing does not
+//     reveal which names exist.
+//  5. A success gives the counted failure back and is never delayed. Of
+//     the failures, the one that reached the limit is answered
+//     StatusThrottled, the rest StatusInvalid.
 func (a *Authenticator) Check(client netip.Addr, header string) Result {
 	if a == nil {
 		return Result{Status: StatusInvalid, User: UnknownUser}
+	}
+	if strings.Trim(header, " \t") == "" {
+		return Result{Status: StatusMissing, User: UnknownUser}
 	}
 	st := a.state.Load()
 	user, pass, parsed := ParseBasic(header)
@@ -213,41 +277,91 @@ func (a *Authenticator) Check(client netip.Addr, header string) Result {
 	if _, known := st.users.byName[user]; parsed && known {
 		name = user
 	}
-	if d, blocked := a.throttle.addrBlocked(client); blocked {
-		return Result{Status: StatusThrottled, User: name, RetryAfter: d}
+	if !parsed {
+		user, pass = "", "" // every malformed header is one and the same bad credential
 	}
-	if strings.Trim(header, " \t") == "" {
-		return Result{Status: StatusMissing, User: UnknownUser}
-	}
-	if parsed {
-		if d, blocked := a.throttle.userBlocked(user, client); blocked {
+	k := a.mac.sum(user, pass)
+	th := st.throttle
+	refuse := func(d time.Duration, v verdict) Result {
+		if v == verdictBlocked {
 			return Result{Status: StatusThrottled, User: name, RetryAfter: d}
 		}
-		if a.verify(st, user, pass) {
-			a.throttle.success(client, user)
-			return Result{Status: StatusOK, User: user}
-		}
+		return Result{Status: StatusInvalid, User: name}
 	}
-	if d, blocked := a.throttle.failure(client, user); blocked {
+	if _, d, v := th.begin(client, user, k, false); v != verdictVerify {
+		return refuse(d, v)
+	}
+	if parsed && st.cache.hit(k, a.now()) {
+		th.success(client, user)
+		return Result{Status: StatusOK, User: user}
+	}
+	wait := orDefault(st.opts.VerifyWait, time.Second)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tk, d, v := th.begin(client, user, k, true)
+	for v == verdictWait {
+		select {
+		case <-tk.settled:
+		case <-deadline.C:
+			return Result{Status: StatusBusy, User: name, RetryAfter: time.Second}
+		}
+		tk, d, v = th.begin(client, user, k, true)
+	}
+	if v != verdictVerify {
+		return refuse(d, v)
+	}
+	settled := false
+	defer func() {
+		if !settled { // verify panicked: do not leave a reservation behind
+			th.finish(tk, outcomeVoid)
+		}
+	}()
+	ok, err := false, error(nil)
+	if parsed {
+		ok, err = a.verify(st, user, pass, k, deadline.C)
+	}
+	settled = true
+	switch {
+	case err != nil:
+		th.finish(tk, outcomeVoid)
+		return Result{Status: StatusBusy, User: name, RetryAfter: time.Second}
+	case ok:
+		th.finish(tk, outcomeOK)
+		return Result{Status: StatusOK, User: user}
+	}
+	if d, blocked := th.finish(tk, outcomeFailed); blocked {
 		return Result{Status: StatusThrottled, User: name, RetryAfter: d}
 	}
 	return Result{Status: StatusInvalid, User: name}
 }
 
-// verify reports whether pass is user's password in st.
-func (a *Authenticator) verify(st *state, user, pass string) bool {
+// verify reports whether pass is user's password in st, k being their
+// macKey. It fails with ErrBusy if no hashing slot frees up before
+// deadline fires.
+func (a *Authenticator) verify(st *state, user, pass string, k macKey, deadline <-chan time.Time) (bool, error) {
 	if pass == "" {
-		return false // never a wildcard, whatever the file says
+		return false, nil // never a wildcard, whatever the file says
 	}
-	m, ok := st.users.byName[user]
-	if !ok {
-		st.users.dummy.MatchesPassword(pass)
+	m, known := st.users.byName[user]
+	if !known {
+		m = st.users.dummy
+	}
+	return st.cache.verify(k, user, a.now, func() (bool, error) {
+		if !acquire(st.slots, deadline) {
+			return false, ErrBusy
+		}
+		defer func() { <-st.slots }()
+		ok := m.MatchesPassword(pass)
+		return ok && known, nil
+	})
+}
+
+// acquire takes a slot of sem, waiting until deadline fires.
+func acquire(sem chan struct{}, deadline <-chan time.Time) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-deadline:
 		return false
 	}
-	if st.cache == nil {
-		return m.MatchesPassword(pass)
-	}
-	return st.cache.verify(a.mac.sum(user, pass), a.now, func() bool {
-		return m.MatchesPassword(pass)
-	})
 }

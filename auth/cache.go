@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"crypto/hmac"
 	"crypto/sha256"
+	"errors"
 	"hash"
 	"io"
 	"sync"
@@ -100,85 +101,127 @@ func (m *macer) sum(user, pass string) macKey {
 // extended on use, so each credential is re-hashed at least every TTL), and
 // lets concurrent checks of the same credentials share one hash computation:
 // a browser opening twenty tunnels at once costs one bcrypt, not twenty.
-// A nil *verifyCache caches nothing.
+// The sharing works with remembering turned off too (entries nil).
 //
-// One cache belongs to one loaded user table and is discarded with it, so
-// a verification that started before a Reload cannot land in the new cache.
+// One cache belongs to one loaded user table. A Reload builds a new one and
+// copies over the entries of users whose hash did not change (carry), so a
+// verification that started before a Reload cannot land in the new cache.
 // Lookups are map lookups on a MAC nobody can choose, so their timing says
 // nothing about stored secrets.
 type verifyCache struct {
 	ttl time.Duration
 
-	mu       sync.Mutex                     // guards the following fields
-	entries  *boundedMap[macKey, time.Time] // expiry; front = oldest
+	mu       sync.Mutex                      // guards the following fields
+	entries  *boundedMap[macKey, cacheEntry] // nil: remember nothing; front = oldest
 	inflight map[macKey]*call
+}
+
+// cacheEntry is one remembered success.
+type cacheEntry struct {
+	exp  time.Time
+	user string // whose hash it was checked against, for carry
 }
 
 // call is one in-flight verification that others may wait for.
 type call struct {
 	done chan struct{}
-	ok   bool // written before done is closed
+	ok   bool  // written before done is closed
+	err  error // likewise
 }
 
+// newVerifyCache returns a cache; ttl <= 0 or size <= 0 remembers nothing.
 func newVerifyCache(ttl time.Duration, size int) *verifyCache {
-	if ttl <= 0 || size <= 0 {
-		return nil
+	c := &verifyCache{ttl: ttl, inflight: make(map[macKey]*call)}
+	if ttl > 0 && size > 0 {
+		c.entries = newBoundedMap[macKey, cacheEntry](size)
 	}
-	return &verifyCache{
-		ttl:      ttl,
-		entries:  newBoundedMap[macKey, time.Time](size),
-		inflight: make(map[macKey]*call),
-	}
+	return c
 }
 
-// verify reports whether the credentials behind k are valid: from the cache
-// if a fresh entry exists, else by running check (once for all concurrent
-// callers with the same k) and caching a success.
-func (c *verifyCache) verify(k macKey, now func() time.Time, check func() bool) bool {
-	if c == nil {
-		return check()
+// carry copies into c the fresh entries of old whose user keep accepts,
+// oldest first, their expiry capped at c's TTL from now.
+func (c *verifyCache) carry(old *verifyCache, now time.Time, keep func(user string) bool) {
+	if c.entries == nil || old == nil {
+		return
+	}
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	if old.entries == nil {
+		return
 	}
 	c.mu.Lock()
-	if exp, ok := c.entries.get(k); ok {
-		if now().Before(exp) {
-			c.mu.Unlock()
+	defer c.mu.Unlock()
+	for e := old.entries.order.Front(); e != nil; e = e.Next() {
+		be := e.Value.(*bmEntry[macKey, cacheEntry])
+		if !now.Before(be.val.exp) || !keep(be.val.user) {
+			continue
+		}
+		v := be.val
+		if limit := now.Add(c.ttl); v.exp.After(limit) {
+			v.exp = limit
+		}
+		c.entries.put(be.key, v)
+	}
+}
+
+// hit reports whether a fresh entry for k exists.
+func (c *verifyCache) hit(k macKey, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		return false
+	}
+	if e, ok := c.entries.get(k); ok {
+		if now.Before(e.exp) {
 			return true
 		}
 		c.entries.delete(k)
 	}
+	return false
+}
+
+// verify reports whether the credentials behind k, claimed for user, are
+// valid: from the cache if a fresh entry exists, else by running check
+// (once for all concurrent callers with the same k) and remembering a
+// success. An error from check goes to every caller and is not remembered.
+func (c *verifyCache) verify(k macKey, user string, now func() time.Time, check func() (bool, error)) (bool, error) {
+	if c.hit(k, now()) {
+		return true, nil
+	}
+	c.mu.Lock()
 	if cl, ok := c.inflight[k]; ok {
 		c.mu.Unlock()
 		<-cl.done
-		return cl.ok
+		return cl.ok, cl.err
 	}
 	cl := &call{done: make(chan struct{})}
 	c.inflight[k] = cl
 	c.mu.Unlock()
 
-	ok := false
+	ok, err := false, errors.New("auth: verification panicked")
 	// Deferred so that waiters are released even if check panics.
 	defer func() {
 		c.mu.Lock()
 		delete(c.inflight, k)
-		if ok {
+		if ok && err == nil && c.entries != nil {
 			t := now()
-			c.entries.pruneFront(func(exp time.Time) bool { return !t.Before(exp) })
-			c.entries.put(k, t.Add(c.ttl))
+			c.entries.pruneFront(func(e cacheEntry) bool { return !t.Before(e.exp) })
+			c.entries.put(k, cacheEntry{exp: t.Add(c.ttl), user: user})
 		}
 		c.mu.Unlock()
-		cl.ok = ok
+		cl.ok, cl.err = ok, err
 		close(cl.done)
 	}()
-	ok = check()
-	return ok
+	ok, err = check()
+	return ok, err
 }
 
 // len reports the number of cached entries (for tests).
 func (c *verifyCache) len() int {
-	if c == nil {
-		return 0
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.entries == nil {
+		return 0
+	}
 	return c.entries.len()
 }

@@ -47,6 +47,9 @@ const plainPrefix = "{PLAIN}"
 // users is one loaded htpasswd file.
 type users struct {
 	byName map[string]htpasswd.EncodedPasswd
+	// sums holds a SHA-256 of each user's stored hash, so a Reload can
+	// tell whose password changed without keeping the hash text.
+	sums map[string][sha256.Size]byte
 	// dummy is checked, result discarded, for names not in the file, so an
 	// unknown user costs about what a known one does (see Check).
 	dummy htpasswd.EncodedPasswd
@@ -67,7 +70,7 @@ func loadHtpasswd(path string, allowPlain bool) (*users, error) {
 // line number and (when there is one) the user, never the hash or password:
 // a half-understood user file is better refused than half loaded.
 func parseHtpasswd(path string, data []byte, allowPlain bool) (*users, error) {
-	u := &users{byName: make(map[string]htpasswd.EncodedPasswd)}
+	u := &users{byName: make(map[string]htpasswd.EncodedPasswd), sums: make(map[string][sha256.Size]byte)}
 	firstLine := make(map[string]int)
 	var firstBcrypt htpasswd.EncodedPasswd
 	for n, line := range strings.Split(string(data), "\n") {
@@ -92,6 +95,7 @@ func parseHtpasswd(path string, data []byte, allowPlain bool) (*users, error) {
 		}
 		firstLine[name] = lineNo
 		u.byName[name] = m
+		u.sums[name] = sha256.Sum256([]byte(enc))
 		if u.dummy == nil {
 			u.dummy = m
 		}

@@ -1,11 +1,48 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// testKey stands in for the macKey of user and cred.
+func testKey(user, cred string) macKey { return macKey(sha256.Sum256([]byte(user + "\x00" + cred))) }
+
+var guesses atomic.Int64
+
+// failure runs one failed verification of a credential never tried before
+// by client claiming user, as Check would, and reports the block state.
+func (t *throttle) failure(client netip.Addr, user string) (time.Duration, bool) {
+	return t.failWith(client, user, fmt.Sprint("guess-", guesses.Add(1)))
+}
+
+// failWith is failure with the credential cred.
+func (t *throttle) failWith(client netip.Addr, user, cred string) (time.Duration, bool) {
+	tk, d, v := t.begin(client, user, testKey(user, cred), true)
+	switch v {
+	case verdictBlocked:
+		return d, true
+	case verdictRepeat:
+		return 0, false
+	}
+	return t.finish(tk, outcomeFailed)
+}
+
+// addrBlocked reports whether a new user would be refused at client.
+func (t *throttle) addrBlocked(client netip.Addr) (time.Duration, bool) {
+	_, d, v := t.begin(client, "", testKey("", "probe"), false)
+	return d, v == verdictBlocked
+}
+
+// userBlocked reports whether user is refused at client.
+func (t *throttle) userBlocked(user string, client netip.Addr) (time.Duration, bool) {
+	_, d, v := t.begin(client, user, testKey(user, "probe"), false)
+	return d, v == verdictBlocked
+}
 
 func TestThrottleKicksInAndReleases(t *testing.T) {
 	type step struct {
@@ -134,7 +171,7 @@ func TestThrottleMaxTracked(t *testing.T) {
 		th.failure(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), fmt.Sprint("u", i))
 		th.success(netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}), "x")
 	}
-	if n, u, tr := th.addrs.len(), th.users.len(), th.trusted.len(); n != 3 || u != 3 || tr != 3 {
+	if n, u, tr := th.addrs.len(), th.users.len(), th.pairs.len(); n != 3 || u != 3 || tr != 3 {
 		t.Errorf("tables hold %d, %d, %d entries; want 3 each", n, u, tr)
 	}
 	if _, b := th.addrBlocked(first); b {

@@ -138,6 +138,7 @@ func (c Config) Validate() error {
 		"max-tunnels": c.Limits.Global, "max-tunnels-per-user": c.Limits.PerUser,
 		"max-tunnels-per-ip": c.Limits.PerIP, "max-tunnels-per-host": c.Limits.PerHost,
 		"max-pending": c.MaxPending, "max-header-bytes": c.MaxHeaderBytes,
+		"auth-max-concurrent": c.Auth.MaxConcurrent,
 	} {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("--%s %d: must not be negative", name, n))

@@ -29,6 +29,10 @@ var (
 	// ErrBusy marks a request refused because too many handshakes are in
 	// progress (--max-pending) (503).
 	ErrBusy = errors.New("too many pending requests")
+	// ErrAuthBusy marks a request whose credentials could not be checked
+	// because too many password hashes were running (--auth-max-concurrent)
+	// (503).
+	ErrAuthBusy = errors.New("too many password verifications in progress")
 	// ErrShuttingDown marks a request that arrived while draining (503).
 	ErrShuttingDown = errors.New("proxy shutting down")
 	// ErrUpstream marks a target that answered an upgrade with garbage (502).
@@ -51,7 +55,7 @@ func statusFor(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrDenied):
 		return http.StatusForbidden
-	case errors.As(err, &le), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrBusy), errors.Is(err, ErrShuttingDown):
+	case errors.As(err, &le), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrBusy), errors.Is(err, ErrAuthBusy), errors.Is(err, ErrShuttingDown):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsTimeout {
@@ -131,6 +135,9 @@ func publicText(status int, err error) string {
 		}
 		if errors.Is(err, ErrShuttingDown) {
 			return "proxy shutting down\n"
+		}
+		if errors.Is(err, ErrAuthBusy) {
+			return "proxy busy: too many logins being checked; try again shortly\n"
 		}
 		return "proxy busy\n"
 	case http.StatusBadGateway:

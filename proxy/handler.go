@@ -100,6 +100,10 @@ func (s *Server) authenticate(q *request) error {
 		q.retryIn = res.RetryAfter
 		s.metrics.AuthFailed("throttled")
 		return ErrThrottled
+	case auth.StatusBusy:
+		q.retryIn = res.RetryAfter
+		s.metrics.AuthFailed("busy")
+		return fmt.Errorf("%w: %w", ErrAuthBusy, auth.ErrBusy)
 	case auth.StatusMissing:
 		s.metrics.AuthFailed("missing")
 		return fmt.Errorf("%w: no credentials", ErrAuthRequired)
@@ -224,7 +228,7 @@ func (s *Server) errorHeaders(h http.Header, q *request, status int) {
 	case http.StatusTooManyRequests:
 		h.Set("Retry-After", retryAfter(q.retryIn))
 	case http.StatusServiceUnavailable:
-		h.Set("Retry-After", "1")
+		h.Set("Retry-After", retryAfter(q.retryIn)) // 1s unless the refusal said otherwise
 	}
 	h.Set("Connection", "close")
 }

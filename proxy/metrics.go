@@ -15,7 +15,7 @@ import (
 // pre-initialised to 0 so every series exists from the first scrape.
 var (
 	tunnelResultLabels = [...]string{"ok", "denied", "auth_failed", "limited", "dial_error", "timeout", "bad_request", "error"}
-	authReasonLabels   = [...]string{"missing", "invalid", "throttled"}
+	authReasonLabels   = [...]string{"missing", "invalid", "throttled", "busy"}
 	requestKindLabels  = [...]string{"connect", "http", "upgrade"}
 )
 
@@ -87,7 +87,7 @@ func NewMetrics() *Metrics {
 	})
 	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_auth_failures_total",
-		Help: "Failed proxy authentications: missing, invalid, throttled.",
+		Help: "Failed proxy authentications: missing, invalid, throttled, busy.",
 	}, []string{"reason"})
 	for i, v := range authReasonLabels {
 		m.authFailures[i] = auth.WithLabelValues(v)
@@ -203,7 +203,8 @@ func (m *Metrics) ObserveQueueWait(d time.Duration) {
 }
 
 // AuthFailed counts a failed authentication. reason is "missing" (no
-// credentials), "invalid" (wrong or unknown) or "throttled"; anything
+// credentials), "invalid" (wrong or unknown), "throttled" or "busy"
+// (not checked: --auth-max-concurrent hashes running); anything
 // else counts as "invalid".
 func (m *Metrics) AuthFailed(reason string) {
 	if m == nil {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,12 +116,10 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	if cfg.Htpasswd == "" {
 		return st, nil
 	}
-	// Same files and options: re-read the files in place, which keeps the
-	// failed-login throttle's state. Anything else (groups from the YAML
-	// config, cache or throttle settings) needs a new Authenticator.
-	if old != nil && old.auth != nil && s.cfgNow.Htpasswd == cfg.Htpasswd && s.cfgNow.Groups == cfg.Groups &&
-		reflect.DeepEqual(s.cfgNow.Auth, cfg.Auth) {
-		if err := old.auth.Reload(); err != nil {
+	// Update in place, whatever changed: throttle state and the cache
+	// entries of unchanged users survive a reload (issue 11).
+	if old != nil && old.auth != nil {
+		if err := old.auth.Update(cfg.Htpasswd, cfg.Groups, cfg.Auth); err != nil {
 			return nil, err
 		}
 		st.auth = old.auth

@@ -256,11 +256,11 @@ func TestAuthThrottle(t *testing.T) {
 		t.Fatalf("alice from 127.0.0.2 = %d %q; want 200", resp.StatusCode, body)
 	}
 	for i := 1; i <= 2; i++ {
-		if resp, _ := try("127.0.0.1", "alice", "guess"); resp.StatusCode != 407 {
+		if resp, _ := try("127.0.0.1", "alice", fmt.Sprint("guess", i)); resp.StatusCode != 407 {
 			t.Fatalf("failure %d = %d; want 407", i, resp.StatusCode)
 		}
 	}
-	resp, _ := try("127.0.0.1", "alice", "guess")
+	resp, _ := try("127.0.0.1", "alice", "guess3")
 	blockedAt := time.Now()
 	if resp.StatusCode != 429 {
 		t.Fatalf("third failure = %d; want 429", resp.StatusCode)
@@ -288,6 +288,66 @@ func TestAuthThrottle(t *testing.T) {
 		resp, _, err := w.client(t, "127.0.0.1").connect(target, basic("alice", "s3cret-alice"))
 		return err == nil && resp.StatusCode == 200
 	})
+}
+
+// TestAuthStaleClientSharedAddress is issue 11's office behind one NAT
+// address, with the default throttle: a service with a stale password
+// keeps getting 407, never 429, and a good client on the same address
+// always gets its tunnel.
+func TestAuthStaleClientSharedAddress(t *testing.T) {
+	w := newWorld(t, chain(withUsers(t, "alice", "s3cret-alice", "bob", "pw-bob"), func(c *proxy.Config) {
+		c.Auth.Throttle = auth.ThrottleConfig{} // on, defaults
+	}))
+	target := w.ws.Listener.Addr().String()
+	for i := range 30 {
+		resp, _, err := w.client(t, "127.0.0.1").connect(target, basic("bob", "stale-password"))
+		if err != nil || resp.StatusCode != 407 {
+			t.Fatalf("stale attempt #%d = %v, %v; want 407", i+1, resp, err)
+		}
+		resp, body, err := w.client(t, "127.0.0.1").connect(target, basic("alice", "s3cret-alice"))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("good client after stale attempt #%d = %v %q, %v; want 200", i+1, resp, body, err)
+		}
+	}
+}
+
+// TestAuthReloadKeepsThrottle: a reload that changes auth options keeps a
+// running block and the trust of known clients.
+func TestAuthReloadKeepsThrottle(t *testing.T) {
+	var cfg proxy.Config
+	w := newWorld(t, chain(withUsers(t, "alice", "s3cret-alice"), func(c *proxy.Config) {
+		c.Auth.Throttle = auth.ThrottleConfig{MaxFailures: 3, Block: time.Hour}
+		cfg = *c
+	}))
+	target := w.ws.Listener.Addr().String()
+	try := func(src, user, pass string) int {
+		t.Helper()
+		resp, _, err := w.client(t, src).connect(target, basic(user, pass))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if got := try("127.0.0.2", "alice", "s3cret-alice"); got != 200 {
+		t.Fatalf("alice = %d; want 200", got)
+	}
+	for i := range 3 {
+		try("127.0.0.3", "alice", fmt.Sprint("guess", i))
+	}
+	if got := try("127.0.0.3", "alice", "s3cret-alice"); got != 429 {
+		t.Fatalf("alice from the guessing address = %d; want 429", got)
+	}
+	cfg.Auth.CacheTTL = time.Hour
+	cfg.Auth.Groups = map[string][]string{"ops": {"alice"}}
+	if err := w.proxy.Reload(cfg); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if got := try("127.0.0.3", "alice", "s3cret-alice"); got != 429 {
+		t.Errorf("after Reload, alice from the guessing address = %d; want 429 (block kept)", got)
+	}
+	if got := try("127.0.0.2", "alice", "s3cret-alice"); got != 200 {
+		t.Errorf("after Reload, alice from her address = %d; want 200", got)
+	}
 }
 
 // TestAuthReloadKeepsTunnel: removing a user and reloading keeps that

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -63,6 +64,7 @@ func serveFlags() []cli.Flag {
 		dur("auth-failure-window", time.Minute, "window for --auth-max-failures"),
 		dur("auth-block", 5*time.Minute, "how long a client or user over --auth-max-failures is refused"),
 		boolean("no-auth-throttle", "turn off the failed-login throttle"),
+		num("auth-max-concurrent", runtime.NumCPU(), "password hashes computed at once; a login that waits over 1s for one gets 503 (cached logins never wait)"),
 		num("max-auth-retries", 3, "407 answers on one client connection before it is closed"),
 
 		list("allow", "allow rule, repeatable: host, *.domain, .domain, IP or CIDR, with optional :ports (e.g. '*.example.com:443')"),
@@ -137,6 +139,7 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 		Auth: auth.Options{
 			AllowPlaintext: c.Bool("allow-plaintext-passwords"),
 			CacheTTL:       c.Duration("auth-cache-ttl"),
+			MaxConcurrent:  c.Int("auth-max-concurrent"),
 			Groups:         fc.Groups,
 			Throttle: auth.ThrottleConfig{
 				Disabled:    c.Bool("no-auth-throttle"),

@@ -2,8 +2,12 @@ package tlsconf
 
 import "crypto/tls"
 
-// ServerConfig returns the *tls.Config for the proxy's TLS listener
-// (tls.NewListener, or http.Server.TLSConfig with ServeTLS("", "")):
+// ServerConfig returns the *tls.Config for the proxy's TLS listener:
+// http.Server.Serve(tls.NewListener(ln, s.ServerConfig())). Not ServeTLS:
+// it adds "h2" to NextProtos unless http.Server.Protocols excludes
+// HTTP/2 (with a client CA the handshake uses the snapshot's config and
+// would not offer it, without one it would). The config has:
+//
 //   - TLS 1.2 or later;
 //   - ALPN "http/1.1" only, never h2 (see New);
 //   - session tickets on, so reconnecting clients resume;
@@ -14,8 +18,8 @@ import "crypto/tls"
 //     applies to the next handshake too; it is required only if
 //     Options.RequireClientCert.
 //
-// The returned config is new on each call and may be changed by the caller
-// before its first use.
+// The returned config is new on each call. Do not rely on changing it: with
+// a client CA file the handshake runs on the snapshot's config instead.
 func (s *Store) ServerConfig() *tls.Config {
 	c := s.base.Clone()
 	if s.opts.ClientCAFile != "" {

@@ -85,7 +85,7 @@ type material struct {
 // follows symlinks, so a swapped symlink (certbot's live/ directory,
 // Kubernetes' ..data) shows as a new inode too.
 type stamp struct {
-	mtime time.Time
+	mtime int64 // UnixNano: comparable with ==, unlike time.Time
 	size  int64
 	ino   uint64
 	err   string // a missing file is a state too, so its return is a change
@@ -99,7 +99,7 @@ func statFile(name string) stamp {
 	if err != nil {
 		return stamp{err: err.Error()}
 	}
-	return stamp{mtime: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
+	return stamp{mtime: fi.ModTime().UnixNano(), size: fi.Size(), ino: inode(fi)}
 }
 
 // New loads the files once and returns a Store serving them. A file that

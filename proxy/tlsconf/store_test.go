@@ -79,6 +79,25 @@ func TestReloadOnRename(t *testing.T) {
 	if got := serverCN(t, addr, results, root); got != "server-2" {
 		t.Fatalf("after reload served %q; want server-2", got)
 	}
+
+	// A new file renamed into place with the same size and modification
+	// time is still a change: its inode differs.
+	fi, err := os.Stat(f.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.cert+".same", next.certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(f.cert+".same", fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(f.cert+".same", f.cert); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded, err := s.Poll(); !reloaded || err != nil {
+		t.Fatalf("Poll() after renaming an identical file over = %v, %v; want true, nil (new inode)", reloaded, err)
+	}
 }
 
 // A pair being replaced one file at a time is bad in between: the old pair

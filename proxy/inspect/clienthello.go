@@ -42,14 +42,17 @@ type ClientHello struct {
 // (major version 3), non-empty and at most 2^14 bytes: RFC 8446 5.1
 // forbids interleaving other record types with a handshake message.
 func clientHelloMessage(b []byte) (msg []byte, need int, err error) {
-	var hs []byte
-	msgLen := -1 // length of the message with its 4-byte header, once known
+	// A first pass only counts, so that calling this on every read of a
+	// ClientHello trickled in one-byte records costs O(records), not a copy.
+	var hdr [4]byte // the handshake message header, once have >= 4
+	have := 0       // handshake bytes seen
+	msgLen := -1    // length of the message with its header, once known
 	off := 0
 	for {
 		if len(b)-off < 5 {
 			if msgLen >= 0 {
 				// At least one more record header and the missing bytes.
-				return nil, off + 5 + msgLen - len(hs), nil
+				return nil, off + 5 + msgLen - have, nil
 			}
 			return nil, off + 5, nil
 		}
@@ -66,18 +69,41 @@ func clientHelloMessage(b []byte) (msg []byte, need int, err error) {
 		case len(b)-off-5 < n:
 			return nil, off + 5 + n, nil
 		}
-		hs = append(hs, b[off+5:off+5+n]...)
+		for i := have; i < 4 && i-have < n; i++ {
+			hdr[i] = b[off+5+i-have]
+		}
+		have += n
 		off += 5 + n
-		if hs[0] != handshakeClientHello {
-			return nil, 0, fmt.Errorf("handshake message type %d where a ClientHello (1) must come first", hs[0])
+		if hdr[0] != handshakeClientHello {
+			return nil, 0, fmt.Errorf("handshake message type %d where a ClientHello (1) must come first", hdr[0])
 		}
-		if msgLen < 0 && len(hs) >= 4 {
-			msgLen = 4 + (int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3]))
+		if msgLen < 0 && have >= 4 {
+			msgLen = 4 + (int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3]))
 		}
-		if msgLen >= 0 && len(hs) >= msgLen {
-			return hs[:msgLen], 0, nil
+		if msgLen >= 0 && have >= msgLen {
+			return joinRecords(b[:off], msgLen), 0, nil
+		}
+		if msgLen >= 0 && off+5+msgLen-have > MaxFirstFlight {
+			// Cannot end within the bound, whatever the next records hold:
+			// say so now, as a longer read would (need makes it TooLarge).
+			return nil, off + 5 + msgLen - have, nil
 		}
 	}
+}
+
+// joinRecords returns the first n bytes of the payloads of the well-formed
+// records in b.
+func joinRecords(b []byte, n int) []byte {
+	if l := int(b[3])<<8 | int(b[4]); l >= n {
+		return b[5 : 5+n] // one record: no copy
+	}
+	out := make([]byte, 0, n)
+	for len(out) < n {
+		l := int(b[3])<<8 | int(b[4])
+		out = append(out, b[5:5+l]...)
+		b = b[5+l:]
+	}
+	return out[:n]
 }
 
 // ParseClientHello parses a ClientHello handshake message, 4-byte header

@@ -24,9 +24,23 @@ type Config struct {
 	// blocklist) and "deny" as soon as one rule allows (an allowlist).
 	// Either way non-public addresses are denied unless a rule names them.
 	Default string `yaml:"default"`
-	// Rules are tried in order; the first that matches decides.
+	// Rules are tried in order; the first allow or deny rule that matches
+	// decides (a report rule is noted and passed over).
 	Rules []RuleSpec `yaml:"rules"`
+	// Mode is "enforce" (empty means enforce) or "report" (--acl-mode
+	// report): every deny of a rule or of the default becomes a report, as
+	// if the rule's action were report, and the tunnel goes on. The
+	// built-in denies (non-public addresses, the proxy's own listeners) are
+	// enforced in both modes: a report mode that let tunnels reach private
+	// ranges or loop into the proxy would make trying a rule set a hole.
+	Mode string `yaml:"mode"`
 }
+
+// The values of Config.Mode.
+const (
+	ModeEnforce = "enforce"
+	ModeReport  = "report"
+)
 
 // Options are facts about the running proxy, not part of the written policy.
 type Options struct {
@@ -48,6 +62,7 @@ type Policy struct {
 	rules   []*rule
 	specs   []RuleSpec // as written, with Name filled in
 	web     bool       // the effective default is "web"
+	report  bool       // Config.Mode is report
 	self    []netip.AddrPort
 	selfAny []uint16 // ports of unspecified self addresses
 	local   []netip.Addr
@@ -65,6 +80,13 @@ func Compile(cfg Config, opts Options) (*Policy, error) {
 	case "", "web", "deny":
 	default:
 		errs = append(errs, fmt.Errorf(`default %q: write "web" (ports 80 and 443 to public addresses), "deny", or leave it empty`, cfg.Default))
+	}
+	switch cfg.Mode {
+	case "", ModeEnforce:
+	case ModeReport:
+		p.report = true
+	default:
+		errs = append(errs, fmt.Errorf(`mode %q: write "enforce" or "report"`, cfg.Mode))
 	}
 	names := make(map[string]int)
 	same := make(map[string]int)
@@ -136,6 +158,14 @@ func (p *Policy) Default() string {
 	return "deny"
 }
 
+// Mode returns the effective mode, ModeEnforce or ModeReport.
+func (p *Policy) Mode() string {
+	if p.report {
+		return ModeReport
+	}
+	return ModeEnforce
+}
+
 // Subject is who asks for the tunnel. The zero value is an anonymous client,
 // which only rules without users and groups apply to.
 type Subject struct {
@@ -145,12 +175,33 @@ type Subject struct {
 
 // Decision is the outcome of Decide.
 type Decision struct {
+	// Allow reports whether the tunnel may go on.
 	Allow bool
+	// Report is set, with Allow, when the policy would deny the tunnel but
+	// the deny is only reported: a report rule matched, or Config.Mode is
+	// report. Rule then names the first rule that would deny (or
+	// RuleDefault), and the proxy logs and counts result="would_deny".
+	Report bool
 	// Rule is the name of the deciding rule, or RuleDefault, RuleNonPublic
-	// or RuleSelf.
+	// or RuleSelf; for a Report, the rule that would deny.
 	Rule string
 	// Reason is a sentence for logs and `wsegress explain`.
 	Reason string
+	// WebSocketOnly is set when the allow rule that lets the tunnel go on
+	// has websocket_only: the proxy must inspect its first bytes.
+	WebSocketOnly bool
+}
+
+// Result is "allow", "deny" or "would_deny", the spelling of logs and of
+// `wsegress explain`.
+func (d Decision) Result() string {
+	switch {
+	case d.Report:
+		return "would_deny"
+	case d.Allow:
+		return "allow"
+	}
+	return "deny"
 }
 
 // Decide decides whether the proxy may connect to ip on behalf of who, where
@@ -161,7 +212,9 @@ type Decision struct {
 // and a non-public ip (see IsPublic) is reached only through an allow rule
 // that names it, by address or CIDR, or by the exact host name t.Host;
 // wildcard and domain rules and the default never reach it. An invalid ip is
-// denied unless t is an IP literal, whose address is then used.
+// denied unless t is an IP literal, whose address is then used. A report
+// rule, and in report mode any deny rule or deny of the default, turns a
+// deny into Allow with Report set; the built-in denies stay denies.
 //
 // Decide is pure: no DNS, no I/O, no logging.
 func (p *Policy) Decide(t Target, ip netip.Addr, who Subject) Decision {
@@ -207,22 +260,36 @@ func (p *Policy) DecideName(t Target, who Subject) Decision {
 
 // decide runs the rules and the default; ip is invalid when unknown.
 func (p *Policy) decide(t Target, ip netip.Addr, public bool, why string, who Subject) Decision {
-	var wild *rule // first wildcard allow that matched but cannot reach a non-public ip
+	var wild *rule   // first wildcard allow that matched but cannot reach a non-public ip
+	var would string // reason of the first reported deny, if any
+	var wouldRule string
+	pass := func(d Decision) Decision {
+		if wouldRule == "" {
+			return d
+		}
+		return Decision{Allow: true, Report: true, Rule: wouldRule, WebSocketOnly: d.WebSocketOnly,
+			Reason: fmt.Sprintf("%s; reported, not enforced: %s", would, d.Reason)}
+	}
 	for _, r := range p.rules {
 		if !r.match(t, ip, who) {
 			continue
 		}
 		switch {
+		case r.action == Report || r.action == Deny && p.report:
+			if wouldRule == "" {
+				wouldRule, would = r.name, r.reason(t, ip, who)
+			}
+			continue
 		case r.action == Deny:
 			return Decision{Rule: r.name, Reason: r.reason(t, ip, who)}
 		case public:
-			return Decision{Allow: true, Rule: r.name, Reason: r.reason(t, ip, who)}
+			return pass(Decision{Allow: true, Rule: r.name, Reason: r.reason(t, ip, who), WebSocketOnly: r.wsOnly})
 		case r.kind == hostIP:
-			return Decision{Allow: true, Rule: r.name, Reason: fmt.Sprintf(
-				"%s; %s is %s, allowed because this rule names the address", r.reason(t, ip, who), ip, why)}
+			return pass(Decision{Allow: true, Rule: r.name, WebSocketOnly: r.wsOnly, Reason: fmt.Sprintf(
+				"%s; %s is %s, allowed because this rule names the address", r.reason(t, ip, who), ip, why)})
 		case r.kind == hostExact:
-			return Decision{Allow: true, Rule: r.name, Reason: fmt.Sprintf(
-				"%s; %s, allowed because this rule names the exact host", r.reason(t, ip, who), what(t, ip, why))}
+			return pass(Decision{Allow: true, Rule: r.name, WebSocketOnly: r.wsOnly, Reason: fmt.Sprintf(
+				"%s; %s, allowed because this rule names the exact host", r.reason(t, ip, who), what(t, ip, why))})
 		}
 		if wild == nil {
 			wild = r
@@ -239,15 +306,24 @@ func (p *Policy) decide(t Target, ip netip.Addr, public bool, why string, who Su
 	if !ip.IsValid() {
 		unchecked = " (address not checked: resolved upstream)"
 	}
+	var d Decision
 	switch {
 	case !p.web:
-		return Decision{Rule: RuleDefault, Reason: "no rule matched; the default denies"}
+		d = Decision{Rule: RuleDefault, Reason: "no rule matched; the default denies"}
 	case t.Port == 80 || t.Port == 443:
-		return Decision{Allow: true, Rule: RuleDefault, Reason: fmt.Sprintf(
-			"no rule matched; the web default allows port %d to public addresses%s", t.Port, unchecked)}
+		return pass(Decision{Allow: true, Rule: RuleDefault, Reason: fmt.Sprintf(
+			"no rule matched; the web default allows port %d to public addresses%s", t.Port, unchecked)})
+	default:
+		d = Decision{Rule: RuleDefault, Reason: fmt.Sprintf(
+			"no rule matched; the web default allows only ports 80 and 443, not %d", t.Port)}
 	}
-	return Decision{Rule: RuleDefault, Reason: fmt.Sprintf(
-		"no rule matched; the web default allows only ports 80 and 443, not %d", t.Port)}
+	if !p.report {
+		return d
+	}
+	if wouldRule == "" {
+		wouldRule, would = d.Rule, d.Reason
+	}
+	return Decision{Allow: true, Report: true, Rule: wouldRule, Reason: would + "; reported, not enforced: the ACL is in report mode"}
 }
 
 // what describes the destination: "127.0.0.1 is loopback" or

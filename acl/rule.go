@@ -15,31 +15,40 @@ type Action int
 const (
 	Deny Action = iota
 	Allow
+	// Report marks what a deny rule would deny without denying it: a
+	// matching report rule is noted in the Decision (Report, Rule) and the
+	// rules after it decide, so adding one never changes what passes.
+	Report
 )
 
-// String returns "allow" or "deny", the spelling of RuleSpec.Action.
+// String returns "allow", "deny" or "report", the spelling of
+// RuleSpec.Action.
 func (a Action) String() string {
 	switch a {
 	case Allow:
 		return "allow"
 	case Deny:
 		return "deny"
+	case Report:
+		return "report"
 	}
 	return "Action(" + strconv.Itoa(int(a)) + ")"
 }
 
-// ParseAction parses "allow" or "deny".
+// ParseAction parses "allow", "deny" or "report".
 func ParseAction(s string) (Action, error) {
 	switch s {
 	case "allow":
 		return Allow, nil
 	case "deny":
 		return Deny, nil
+	case "report":
+		return Report, nil
 	}
-	if l := strings.ToLower(strings.TrimSpace(s)); l == "allow" || l == "deny" {
+	if l := strings.ToLower(strings.TrimSpace(s)); l == "allow" || l == "deny" || l == "report" {
 		return Deny, fmt.Errorf("unknown action %q; write %q", s, l)
 	}
-	return Deny, fmt.Errorf("unknown action %q; write \"allow\" or \"deny\"", s)
+	return Deny, fmt.Errorf("unknown action %q; write \"allow\", \"deny\" or \"report\"", s)
 }
 
 // RuleSpec is the written form of a rule, as in the YAML config file and the
@@ -49,7 +58,7 @@ type RuleSpec struct {
 	// "<action> <target>", e.g. "allow *.example.com:443". Names are unique
 	// within a Config.
 	Name string `yaml:"name"`
-	// Action is "allow" or "deny".
+	// Action is "allow", "deny" or "report" (see Report).
 	Action string `yaml:"action"`
 	// Target is a host pattern or an IP/CIDR, optionally followed by
 	// :ports (a port, a list and/or ranges: ":443", ":80,443",
@@ -72,6 +81,10 @@ type RuleSpec struct {
 	// anonymous clients; otherwise to a listed user or a member of a
 	// listed group.
 	Groups []string `yaml:"groups"`
+	// WebSocketOnly, on an allow rule, requires the tunnels it allows to
+	// carry a WebSocket handshake or a TLS ClientHello naming the target
+	// (see Decision.WebSocketOnly). Only allow rules may set it.
+	WebSocketOnly bool `yaml:"websocket_only"`
 }
 
 // hostKind is the kind of a rule's host part.
@@ -100,17 +113,21 @@ type rule struct {
 	portsText string       // the ports as written, for reasons
 	users     []string
 	groups    []string
+	wsOnly    bool
 }
 
 // compileRule compiles one spec; it returns every problem found.
 func compileRule(s RuleSpec) (*rule, []string) {
 	var probs []string
-	r := &rule{target: s.Target, users: slices.Clone(s.Users), groups: slices.Clone(s.Groups)}
+	r := &rule{target: s.Target, users: slices.Clone(s.Users), groups: slices.Clone(s.Groups), wsOnly: s.WebSocketOnly}
 	a, err := ParseAction(s.Action)
 	if err != nil {
 		probs = append(probs, err.Error())
 	}
 	r.action = a
+	if s.WebSocketOnly && err == nil && a != Allow {
+		probs = append(probs, fmt.Sprintf("websocket_only applies to the tunnels an allow rule lets through; remove it from this %s rule", a))
+	}
 	if msg := r.parseTarget(s.Target); msg != "" {
 		probs = append(probs, msg)
 	}

@@ -120,7 +120,7 @@ func TestCompileErrors(t *testing.T) {
 		{name: "action case", cfg: Config{Rules: []RuleSpec{{Action: "Allow", Target: "example.com"}}},
 			want: []string{`unknown action "Allow"; write "allow"`}},
 		{name: "action unknown", cfg: Config{Rules: []RuleSpec{{Action: "permit", Target: "example.com"}}},
-			want: []string{`unknown action "permit"; write "allow" or "deny"`}},
+			want: []string{`unknown action "permit"; write "allow", "deny" or "report"`}},
 		{name: "action empty", cfg: Config{Rules: []RuleSpec{{Target: "example.com"}}},
 			want: []string{`unknown action ""`}},
 		{name: "empty user", cfg: Config{Rules: []RuleSpec{{Action: "allow", Target: "example.com", Users: []string{"alice", ""}}}},

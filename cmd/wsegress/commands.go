@@ -155,9 +155,11 @@ func explain(c *cli.Context, stdout io.Writer) error {
 	return nil
 }
 
+// verdict is "allow", "deny" or "would_deny" (a reported deny: the tunnel
+// goes on), with a note when the allowing rule has websocket_only.
 func verdict(d acl.Decision) string {
-	if d.Allow {
-		return "allow"
+	if d.WebSocketOnly {
+		return d.Result() + " (websocket_only)"
 	}
-	return "deny"
+	return d.Result()
 }

@@ -70,6 +70,7 @@ func serveFlags() []cli.Flag {
 		list("allow", "allow rule, repeatable: host, *.domain, .domain, IP or CIDR, with optional :ports (e.g. '*.example.com:443')"),
 		list("deny", "deny rule, repeatable (checked before --allow rules)"),
 		str("default", "", "when no rule matches: web (ports 80,443 to public addresses) or deny; empty: web without allow rules, deny with"),
+		str("acl-mode", "", "enforce, or report: every deny of a rule or the default is logged as would_deny and the tunnel goes on (built-in denies stay); empty: the config file's acl.mode, else enforce"),
 
 		num("max-tunnels", proxy.DefaultMaxTunnels(), "tunnels open at once (default derived from the open-file limit)"),
 		num("max-tunnels-per-user", 0, "tunnels per authenticated user (0: no limit)"),
@@ -165,7 +166,10 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 
 	// ACL: --deny flags, then --allow flags, then the file's rules.
 	// Denies first, so a deny given on the command line always wins.
-	cfg.ACL.Default = fc.ACL.Default
+	cfg.ACL.Default, cfg.ACL.Mode = fc.ACL.Default, fc.ACL.Mode
+	if m := c.String("acl-mode"); m != "" {
+		cfg.ACL.Mode = m
+	}
 	if d := c.String("default"); d != "" {
 		cfg.ACL.Default = d
 	}

@@ -27,6 +27,8 @@ func TestCommands(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "wsegress.yaml")
 	os.WriteFile(cfg, []byte("acl:\n  rules:\n    - action: allow\n      target: \"*.example.com:443\"\nlimits:\n  max_tunnels_per_ip: 3\n"), 0o600)
+	report := filepath.Join(dir, "report.yaml")
+	os.WriteFile(report, []byte("acl:\n  rules:\n    - name: trial\n      action: report\n      target: 203.0.113.7\n    - name: ws\n      action: allow\n      target: 203.0.113.0/24:443\n      websocket_only: true\n"), 0o600)
 	typo := filepath.Join(dir, "typo.yaml")
 	os.WriteFile(typo, []byte("acl:\n  rulez: []\n"), 0o600)
 	ctx := context.Background()
@@ -49,6 +51,11 @@ func TestCommands(t *testing.T) {
 		{"explain loopback denied", []string{"explain", "127.0.0.1:443"}, "deny by \"builtin:non-public\"", "", 0},
 		{"explain named loopback allowed", []string{"explain", "--allow", "127.0.0.1:9000", "127.0.0.1:9000"}, "allow by", "", 0},
 		{"explain bad target", []string{"explain", "127.1:443"}, "", "non-canonical", 1},
+		{"explain report rule", []string{"explain", "--config", report, "203.0.113.7:443"}, `would_deny (websocket_only) by "trial"`, "", 0},
+		{"explain websocket_only", []string{"explain", "--config", report, "203.0.113.8:443"}, `allow (websocket_only) by "ws"`, "", 0},
+		{"explain report mode", []string{"explain", "--acl-mode", "report", "--deny", "203.0.113.9", "--allow", "203.0.113.0/24", "203.0.113.9:443"}, `would_deny by "deny 203.0.113.9"`, "", 0},
+		{"explain report mode keeps built-in", []string{"explain", "--acl-mode", "report", "127.0.0.1:443"}, `deny by "builtin:non-public"`, "", 0},
+		{"check bad acl mode", []string{"check", "--acl-mode", "audit"}, "", `write "enforce" or "report"`, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // serveConnect runs the CONNECT path: authenticate, parse the target, take
@@ -45,7 +46,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 	a.handedOff = true
 	tn.up, err = s.answerConnect(client, br, target, q.r.ProtoMinor)
 	if err != nil {
-		s.finish(tn, RelayResult{Reason: EndError, Err: err})
+		s.finish(tn, relay.Result{Reason: relay.EndError, Err: err})
 		return
 	}
 	go s.runTunnel(tn)
@@ -167,7 +168,7 @@ func (s *Server) newTunnel(q *request, status int, client, target net.Conn, slot
 
 // runTunnel starts relaying and returns; finish runs when the tunnel ends.
 // On Linux an idle tunnel then holds no goroutine at all (see Relay.Start);
-// the relay recovers its own panics and ends the tunnel with EndPanic.
+// the relay recovers its own panics and ends the tunnel with relay.EndPanic.
 func (s *Server) runTunnel(t *tunnel) {
 	// Bytes forwarded before the relay took over count like any others.
 	if t.up > 0 {
@@ -176,8 +177,8 @@ func (s *Server) runTunnel(t *tunnel) {
 	if t.down > 0 {
 		s.countBytes(false, t.down)
 	}
-	s.relay.Start(s.baseCtx, t.client, t.target, func(res RelayResult) {
-		if res.Reason == EndPanic {
+	s.relay.Start(s.baseCtx, t.client, t.target, func(res relay.Result) {
+		if res.Reason == relay.EndPanic {
 			s.log.Error("relay panic", keyTarget, t.log.target.String(), keyErr, res.Err)
 		}
 		s.finish(t, res)
@@ -186,11 +187,11 @@ func (s *Server) runTunnel(t *tunnel) {
 
 // finish releases what a tunnel holds, exactly once: both sockets, its
 // slot, its place in the drain, and writes its end line.
-func (s *Server) finish(t *tunnel, res RelayResult) {
-	if res.Reason == EndError && errors.Is(res.Err, net.ErrClosed) && s.baseCtx.Err() != nil {
+func (s *Server) finish(t *tunnel, res relay.Result) {
+	if res.Reason == relay.EndError && errors.Is(res.Err, net.ErrClosed) && s.baseCtx.Err() != nil {
 		// Shutdown closed this tunnel's sockets itself, racing the relay's
 		// own reaction to the cancelled context: it was cancelled.
-		res.Reason, res.Err = EndCanceled, context.Cause(s.baseCtx)
+		res.Reason, res.Err = relay.EndCanceled, context.Cause(s.baseCtx)
 	}
 	t.client.Close()
 	t.target.Close()
@@ -205,7 +206,7 @@ func (s *Server) finish(t *tunnel, res RelayResult) {
 
 // logEnd writes the canonical line of a request that got its tunnel (or
 // its plain-HTTP response).
-func (s *Server) logEnd(l endLog, status int, res RelayResult) {
+func (s *Server) logEnd(l endLog, status int, res relay.Result) {
 	attrs := []slog.Attr{
 		slog.String(keyClient, l.client.String()),
 		slog.String(keyUser, l.user),

@@ -14,6 +14,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // dialedKey carries the connection serveForward dialed to goproxy's
@@ -146,7 +147,7 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 		return
 	}
 	s.metrics.TunnelResult(resultOK)
-	s.logEnd(q.endLog(), cw.status, RelayResult{Down: cw.n, Reason: EndResponseSent})
+	s.logEnd(q.endLog(), cw.status, relay.Result{Down: cw.n, Reason: endResponseSent})
 }
 
 // countingWriter records the status and body size goproxy wrote.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // Server is a running proxy. Create it with New, start it with Serve or
@@ -27,7 +28,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	dialer  *dialer
-	relay   Relay
+	relay   relay.Relay
 	limiter *Limiter
 	pending *Gate
 	metrics *Metrics
@@ -80,7 +81,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
-	s.relay = Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
+	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
 	st, err := s.buildState(cfg, acl.Options{}, nil)
 	if err != nil {

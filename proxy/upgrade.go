@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // maxResponseHead bounds a target's response headers to an upgrade.
@@ -82,7 +83,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		client.SetWriteDeadline(deadline)
 		n, err := passRefusal(client, head, br, r)
 		tn.down = n
-		s.finish(tn, RelayResult{Reason: EndTargetRefused, Err: err})
+		s.finish(tn, relay.Result{Reason: endTargetRefused, Err: err})
 		return
 	}
 	// The 101 goes back untouched, with any bytes the target sent right
@@ -95,7 +96,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 		tn.down += m
 	}
 	if err != nil {
-		s.finish(tn, RelayResult{Reason: EndError, Err: err})
+		s.finish(tn, relay.Result{Reason: relay.EndError, Err: err})
 		return
 	}
 	go s.runTunnel(tn)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/limit"
 	"github.com/wsegress/wsegress/proxy/relay"
 )
 
@@ -95,7 +96,7 @@ func forwardBuffered(br bufferedReader, dst net.Conn) (int64, error) {
 // request's headers and buffers for hours.
 type tunnel struct {
 	client, target net.Conn
-	slot           *Slot
+	slot           *limit.Slot
 	status         int
 	up, down       int64 // bytes forwarded before the relay started (pipelined)
 	log            endLog
@@ -130,7 +131,7 @@ type admission struct {
 // caller defers done.
 func (s *Server) admitTunnel(w http.ResponseWriter, q *request) (*admission, bool) {
 	if !s.pending.TryEnter() {
-		s.metrics.LimitRefused(KindPending)
+		s.metrics.LimitRefused(limit.KindPending)
 		s.refuse(w, q, ErrBusy)
 		return nil, false
 	}
@@ -158,7 +159,7 @@ func (a *admission) done() {
 
 // newTunnel lists an established tunnel. From here on finish (directly,
 // or at the end of runTunnel) releases everything it holds.
-func (s *Server) newTunnel(q *request, status int, client, target net.Conn, slot *Slot) *tunnel {
+func (s *Server) newTunnel(q *request, status int, client, target net.Conn, slot *limit.Slot) *tunnel {
 	t := &tunnel{client: client, target: target, slot: slot, status: status, log: q.endLog()}
 	s.track(t)
 	s.metrics.TunnelOpened()

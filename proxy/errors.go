@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // Sentinel errors of the request path. Every refusal wraps one of them (or
@@ -39,7 +40,7 @@ var (
 // Classification uses errors.Is/As only, so wrapping never breaks it.
 func statusFor(err error) int {
 	var dnsErr *net.DNSError
-	var le *LimitError
+	var le *limit.Error
 	switch {
 	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrNotProxy), errors.Is(err, acl.ErrBadTarget):
 		return http.StatusBadRequest
@@ -51,7 +52,7 @@ func statusFor(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrDenied):
 		return http.StatusForbidden
-	case errors.As(err, &le), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrBusy), errors.Is(err, ErrShuttingDown):
+	case errors.As(err, &le), errors.Is(err, limit.ErrExceeded), errors.Is(err, ErrBusy), errors.Is(err, ErrShuttingDown):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsTimeout {
@@ -122,7 +123,7 @@ func publicText(status int, err error) string {
 	case http.StatusTooManyRequests:
 		return "too many failed authentication attempts; try again later\n"
 	case http.StatusServiceUnavailable:
-		var le *LimitError
+		var le *limit.Error
 		if errors.As(err, &le) {
 			return "proxy busy: " + le.Kind.String() + " tunnel limit reached\n"
 		}

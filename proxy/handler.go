@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // connInfo is per client connection state, kept in the request context.
@@ -111,12 +112,12 @@ func (s *Server) authenticate(q *request) error {
 
 // acquire takes the request's tunnel slot, waiting up to QueueTimeout in
 // arrival order; the client hanging up while queued gives its place back.
-func (s *Server) acquire(q *request) (*Slot, error) {
-	slot, err := s.limiter.Acquire(q.r.Context(), Key{
+func (s *Server) acquire(q *request) (*limit.Slot, error) {
+	slot, err := s.limiter.Acquire(q.r.Context(), limit.Key{
 		User: q.user, Groups: q.groups, ClientIP: q.client.Addr().Unmap(), Host: q.target.Host,
 	}, s.cfg.QueueTimeout)
 	if err != nil {
-		var le *LimitError
+		var le *limit.Error
 		if errors.As(err, &le) {
 			s.metrics.LimitRefused(le.Kind)
 			if le.Waited > 0 {
@@ -133,7 +134,7 @@ func (s *Server) acquire(q *request) (*Slot, error) {
 
 // reach takes a slot for the request's target t (err: t did not parse) and
 // dials it. On false it has answered the request and released what it took.
-func (s *Server) reach(w http.ResponseWriter, q *request, t acl.Target, err error) (net.Conn, *Slot, bool) {
+func (s *Server) reach(w http.ResponseWriter, q *request, t acl.Target, err error) (net.Conn, *limit.Slot, bool) {
 	if err != nil {
 		s.refuse(w, q, err)
 		return nil, nil, false
@@ -157,7 +158,7 @@ func (s *Server) reach(w http.ResponseWriter, q *request, t acl.Target, err erro
 // deadlines net/http left on it cleared; the reader holds what the client
 // sent behind its request headers. On false it has closed target,
 // released slot and answered the request.
-func (s *Server) hijack(w http.ResponseWriter, q *request, target net.Conn, slot *Slot) (net.Conn, *bufio.Reader, bool) {
+func (s *Server) hijack(w http.ResponseWriter, q *request, target net.Conn, slot *limit.Slot) (net.Conn, *bufio.Reader, bool) {
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		target.Close()

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // Label values of the bounded label sets. The metric names and these
@@ -42,10 +43,10 @@ type Metrics struct {
 	queueWait      prometheus.Histogram
 	authFailures   [len(authReasonLabels)]prometheus.Counter
 	aclDenials     *prometheus.CounterVec
-	limitRefusals  [numLimitKinds]prometheus.Counter
+	limitRefusals  [limit.NumKinds]prometheus.Counter
 	requests       [len(requestKindLabels)]prometheus.Counter
 
-	pool atomic.Pointer[func() []Usage] // set by SetPoolSource
+	pool atomic.Pointer[func() []limit.Usage] // set by SetPoolSource
 }
 
 // NewMetrics creates the metrics and registers them, with the Go runtime
@@ -101,7 +102,7 @@ func NewMetrics() *Metrics {
 		Name: "wsegress_limit_refusals_total",
 		Help: "Requests refused with 503 because a limit was full, by limit kind.",
 	}, []string{"kind"})
-	for k := range numLimitKinds {
+	for k := range limit.NumKinds {
 		m.limitRefusals[k] = refusals.WithLabelValues(k.String())
 	}
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -239,9 +240,9 @@ func (m *Metrics) InitACLRules(rules ...string) {
 }
 
 // LimitRefused counts a request refused because limit kind k was full
-// (the *LimitError's Kind, or KindPending for the Gate).
-func (m *Metrics) LimitRefused(k LimitKind) {
-	if m == nil || k < 0 || k >= numLimitKinds {
+// (the *limit.Error's Kind, or limit.KindPending for the Gate).
+func (m *Metrics) LimitRefused(k limit.Kind) {
+	if m == nil || k < 0 || k >= limit.NumKinds {
 		return
 	}
 	m.limitRefusals[k].Inc()
@@ -259,10 +260,10 @@ func (m *Metrics) Request(kind string) {
 // SetPoolSource sets the function read at every scrape for the pool
 // gauges, typically
 //
-//	func() []Usage { return append(lim.Usage(), gate.Usage()) }
+//	func() []limit.Usage { return append(lim.Usage(), gate.Usage()) }
 //
 // It must be safe to call from any goroutine. nil removes the source.
-func (m *Metrics) SetPoolSource(f func() []Usage) {
+func (m *Metrics) SetPoolSource(f func() []limit.Usage) {
 	if m == nil {
 		return
 	}
@@ -308,7 +309,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		kind := u.Kind.String()
 		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(u.InUse), kind)
 		ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(u.Capacity), kind)
-		if u.Kind != KindPending {
+		if u.Kind != limit.KindPending {
 			ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(u.Waiting), kind)
 		}
 	}

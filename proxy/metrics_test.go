@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // metricsScrape GETs /metrics from srv and returns every sample keyed by
@@ -66,9 +67,9 @@ func metricsWant(t *testing.T, got map[string]float64, want map[string]float64) 
 
 func TestMetricsScrape(t *testing.T) {
 	m := NewMetrics()
-	lim := NewLimiter(Limits{Global: 10, PerUser: 3, PerIP: 4})
-	gate := NewGate(7)
-	m.SetPoolSource(func() []Usage { return append(lim.Usage(), gate.Usage()) })
+	lim := limit.New(Limits{Global: 10, PerUser: 3, PerIP: 4})
+	gate := limit.NewGate(7)
+	m.SetPoolSource(func() []limit.Usage { return append(lim.Usage(), gate.Usage()) })
 	srv := httptest.NewServer(m.Handler(nil)) // listens on 127.0.0.1:0
 	t.Cleanup(srv.Close)
 
@@ -96,8 +97,8 @@ func TestMetricsScrape(t *testing.T) {
 	for _, r := range authReasonLabels {
 		zero[`wsegress_auth_failures_total{reason="`+r+`"}`] = 0
 	}
-	for _, k := range limitKindNames {
-		zero[`wsegress_limit_refusals_total{kind="`+k+`"}`] = 0
+	for k := range limit.NumKinds {
+		zero[`wsegress_limit_refusals_total{kind="`+k.String()+`"}`] = 0
 	}
 	for _, k := range requestKindLabels {
 		zero[`wsegress_requests_total{kind="`+k+`"}`] = 0
@@ -110,9 +111,12 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	// Traffic: two tunnels, one of them closed, one refused by the pool.
-	k := Key{User: "alice", ClientIP: netip.MustParseAddr("192.0.2.1"), Host: "example.com"}
-	s1 := limMustAcquire(t, lim, k)
-	s2 := limMustAcquire(t, lim, k)
+	k := limit.Key{User: "alice", ClientIP: netip.MustParseAddr("192.0.2.1"), Host: "example.com"}
+	s1, err1 := lim.Acquire(t.Context(), k, 0)
+	s2, err2 := lim.Acquire(t.Context(), k, 0)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("Acquire: %v, %v", err1, err2)
+	}
 	t.Cleanup(s1.Release)
 	t.Cleanup(s2.Release)
 	if !gate.TryEnter() {
@@ -127,8 +131,8 @@ func TestMetricsScrape(t *testing.T) {
 	m.TunnelResult("ok")
 	m.TunnelResult("limited")
 	m.TunnelResult("no-such-result") // counts as error
-	m.LimitRefused(KindUser)
-	m.LimitRefused(LimitKind(42)) // ignored
+	m.LimitRefused(limit.KindUser)
+	m.LimitRefused(limit.Kind(42)) // ignored
 	m.TunnelOpened()
 	m.TunnelOpened()
 	m.TunnelClosed(90 * time.Minute)
@@ -186,15 +190,27 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	// The pool gauges are read at scrape time: a queued waiter shows.
-	s3 := limMustAcquire(t, lim, k)
-	w, e := limQueued(t, t.Context(), lim, k, 1)
+	s3, err := lim.Acquire(t.Context(), k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := make(chan *limit.Slot, 1)
+	go func() {
+		s, _ := lim.Acquire(t.Context(), k, time.Minute)
+		queued <- s
+	}()
+	eventually(t, 10*time.Second, "one waiter", func() bool { return lim.Waiting() == 1 })
 	metricsWant(t, metricsScrape(t, srv), map[string]float64{
 		`wsegress_pool_slots_in_use{kind="user"}`:  3,
 		`wsegress_queue_waiting{kind="user"}`:      1,
 		`wsegress_queue_waiting{kind="client_ip"}`: 0,
 	})
 	s3.Release()
-	limRecv(t, w, e).Release()
+	if s := <-queued; s == nil {
+		t.Fatal("the queued Acquire failed")
+	} else {
+		s.Release()
+	}
 
 	// Without a source the pool gauges disappear rather than lie.
 	m.SetPoolSource(nil)
@@ -293,9 +309,9 @@ func TestMetricsNil(t *testing.T) {
 	m.AuthFailed("invalid")
 	m.ACLDenied("r")
 	m.InitACLRules("r")
-	m.LimitRefused(KindGlobal)
+	m.LimitRefused(limit.KindGlobal)
 	m.Request("connect")
-	m.SetPoolSource(func() []Usage { return nil })
+	m.SetPoolSource(func() []limit.Usage { return nil })
 	if m.Registry() != nil {
 		t.Error("nil Metrics has a registry")
 	}
@@ -312,5 +328,17 @@ func BenchmarkMetricsTunnel(b *testing.B) {
 		m.TunnelOpened()
 		m.AddBytes(512, 4096)
 		m.TunnelClosed(3 * time.Second)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

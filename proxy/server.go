@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/limit"
 	"github.com/wsegress/wsegress/proxy/relay"
 )
 
@@ -29,8 +30,8 @@ type Server struct {
 	log     *slog.Logger
 	dialer  *dialer
 	relay   relay.Relay
-	limiter *Limiter
-	pending *Gate
+	limiter *limit.Limiter
+	pending *limit.Gate
 	metrics *Metrics
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
@@ -74,8 +75,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg:     cfg,
 		log:     log,
 		dialer:  d,
-		limiter: NewLimiter(cfg.Limits),
-		pending: new(Gate), // always counted, so metrics show it and a reload can set a limit
+		limiter: limit.New(cfg.Limits),
+		pending: new(limit.Gate), // always counted, so metrics show it and a reload can set a limit
 		metrics: NewMetrics(),
 		tunnels: make(map[*tunnel]struct{}),
 	}
@@ -326,7 +327,7 @@ func (s *Server) countBytes(up bool, n int64) {
 }
 
 // poolUsage feeds the pool gauges at scrape time.
-func (s *Server) poolUsage() []Usage {
+func (s *Server) poolUsage() []limit.Usage {
 	u := s.limiter.Usage()
 	return append(u, s.pending.Usage())
 }

@@ -20,6 +20,7 @@ const (
 	keyEnd       = "end"
 	keyErr       = "err"
 	keyTunnels   = "tunnels"
+	keyStack     = "stack"
 )
 
 // End reasons of the server's own, beside the relay's (see relay.EndReason):

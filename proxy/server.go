@@ -26,17 +26,18 @@ import (
 // http.Server.Shutdown does not wait for hijacked connections
 // (golang/go#17721), so the Server tracks them itself.
 type Server struct {
-	cfg     Config
 	log     *slog.Logger
 	dialer  *dialer
 	relay   relay.Relay
 	limiter *limit.Limiter
 	pending *limit.Gate
-	metrics *Metrics
+	metrics *metrics
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
 
-	state atomic.Pointer[state] // swapped whole on Reload
+	// state is the configuration snapshot, swapped whole on Reload (under
+	// mu) and read once per request, never mutated.
+	state atomic.Pointer[state]
 
 	// baseCtx parents every request and tunnel; cancelling it force-closes
 	// all tunnels at the end of Shutdown.
@@ -47,13 +48,14 @@ type Server struct {
 	tunnels    map[*tunnel]struct{}
 	draining   bool
 	self       acl.Options    // the proxy's own addresses, denied as targets
-	cfgNow     Config         // the config of the last successful New/Reload
 	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
 	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
 }
 
-// state is what a reload replaces: read once per request, never mutated.
+// state is what a reload replaces: the configuration and what is compiled
+// from it. Read once per request, never mutated.
 type state struct {
+	cfg    Config
 	policy *acl.Policy
 	auth   *auth.Authenticator // nil: no authentication
 }
@@ -72,12 +74,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
 		log:     log,
 		dialer:  d,
 		limiter: limit.New(cfg.Limits),
 		pending: new(limit.Gate), // always counted, so metrics show it and a reload can set a limit
-		metrics: NewMetrics(),
+		metrics: newMetrics(),
 		tunnels: make(map[*tunnel]struct{}),
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
@@ -89,8 +90,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.state.Store(st)
-	s.cfgNow = cfg
-	s.gp = s.newGoproxy()
+	s.gp = s.newGoproxy(cfg)
 	s.http = &http.Server{
 		Handler:                      s,
 		ReadHeaderTimeout:            cfg.HeaderTimeout,
@@ -110,7 +110,7 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	if err != nil {
 		return nil, fmt.Errorf("acl: %w", err)
 	}
-	st := &state{policy: pol}
+	st := &state{cfg: cfg, policy: pol}
 	names := []string{acl.RuleDefault, acl.RuleNonPublic, acl.RuleSelf}
 	for _, r := range pol.Rules() {
 		names = append(names, r.Name)
@@ -122,8 +122,8 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	// Same files and options: re-read the files in place, which keeps the
 	// failed-login throttle's state. Anything else (groups from the YAML
 	// config, cache or throttle settings) needs a new Authenticator.
-	if old != nil && old.auth != nil && s.cfgNow.Htpasswd == cfg.Htpasswd && s.cfgNow.Groups == cfg.Groups &&
-		reflect.DeepEqual(s.cfgNow.Auth, cfg.Auth) {
+	if old != nil && old.auth != nil && old.cfg.Htpasswd == cfg.Htpasswd && old.cfg.Groups == cfg.Groups &&
+		reflect.DeepEqual(old.cfg.Auth, cfg.Auth) {
 		if err := old.auth.Reload(); err != nil {
 			return nil, err
 		}
@@ -138,10 +138,11 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	return st, nil
 }
 
-// Reload applies a new configuration to new requests: users, groups, ACL
-// and limits. Open tunnels are never touched; a lowered limit only refuses
-// new tunnels until usage drops. Listen address and timeouts are fixed at
-// New. On error nothing changes.
+// Reload applies a new configuration to new requests: users, groups and
+// their options, realm, ACL and limits. Open tunnels are never touched; a
+// lowered limit only refuses new tunnels until usage drops. Every other
+// field (listen address, timeouts, upstream...) is fixed at New. On error
+// nothing changes.
 func (s *Server) Reload(cfg Config) error {
 	cfg = cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -149,14 +150,14 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, err := s.buildState(cfg, s.self, s.state.Load())
+	old := s.state.Load()
+	st, err := s.buildState(cfg.reloadInto(old.cfg), s.self, old)
 	if err != nil {
 		return err
 	}
 	s.state.Store(st)
 	s.limiter.SetLimits(cfg.Limits)
 	s.pending.SetLimit(cfg.MaxPending)
-	s.cfgNow = cfg
 	return nil
 }
 
@@ -164,10 +165,11 @@ func (s *Server) Reload(cfg Config) error {
 // Shutdown. It always returns a non-nil error (http.ErrServerClosed after
 // Shutdown).
 func (s *Server) ListenAndServe() error {
-	lc := net.ListenConfig{KeepAlive: s.cfg.KeepAlive}
-	ln, err := lc.Listen(s.baseCtx, "tcp", s.cfg.Listen)
+	cfg := s.state.Load().cfg
+	lc := net.ListenConfig{KeepAlive: cfg.KeepAlive}
+	ln, err := lc.Listen(s.baseCtx, "tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	return s.Serve(ln)
 }
@@ -193,7 +195,7 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.cfg.HeaderTimeout}
+	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.state.Load().cfg.HeaderTimeout}
 	s.mu.Lock()
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
@@ -214,7 +216,8 @@ func (s *Server) addSelf(a net.Addr) error {
 		// Listening on every interface: any local address is us.
 		s.self.LocalAddrs, _ = acl.LocalAddrs()
 	}
-	st, err := s.buildState(s.cfgNow, s.self, s.state.Load())
+	old := s.state.Load()
+	st, err := s.buildState(old.cfg, s.self, old)
 	if err != nil {
 		return err
 	}
@@ -243,16 +246,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	s.cancelBase() // ends running relays and pending dials
+	// Cancelling the base context ends everything that is left: pending
+	// dials, relays (through the relay's own context; nothing closes a
+	// socket under it), and tunnels still in their handshake after hijack
+	// (each tunnel closes its own conns, see tunnel.hijack).
+	s.cancelBase()
 	s.http.Close()
-	// Close every established tunnel's sockets too, whatever it is doing
-	// (a relay, or passing back a target's refusal), so nothing can keep
-	// the final wait from ending.
 	s.mu.Lock()
-	for t := range s.tunnels {
-		t.client.Close()
-		t.target.Close()
-	}
 	metricsSrv := s.metricsSrv
 	s.mu.Unlock()
 	<-done
@@ -311,7 +311,7 @@ func (s *Server) ready() error {
 	if draining {
 		return errors.New("draining")
 	}
-	if !s.cfg.ReadyWhenFull && s.limiter.Full() {
+	if !s.state.Load().cfg.ReadyWhenFull && s.limiter.Full() {
 		return errors.New("tunnel pool full")
 	}
 	return nil
@@ -319,6 +319,9 @@ func (s *Server) ready() error {
 
 // countBytes feeds the byte counters as tunnels move data.
 func (s *Server) countBytes(up bool, n int64) {
+	if n == 0 {
+		return
+	}
 	if up {
 		s.metrics.AddBytes(n, 0)
 	} else {

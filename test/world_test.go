@@ -221,7 +221,6 @@ func fdCounts(t *testing.T) (total, sockets, pipes int) {
 	return len(ents), sockets, pipes
 }
 
-
 // checkNoLeaks records goroutines and fds now and, at cleanup, waits for
 // both to come back to that level (pipes: within the relay's bounded cache
 // of spare splice pipes, maxSparePipeFDs). Call it before newWorld, so that

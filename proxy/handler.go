@@ -66,7 +66,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveConnect(w, q)
 	case !r.URL.IsAbs():
 		s.metrics.Request(requestHTTP)
-		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", errNotProxy, r.Method, redact(r.URL.Path)))
+		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", errNotProxy, r.Method, acl.Redact(r.URL.Path)))
 	case isUpgrade(r.Header):
 		s.metrics.Request(requestUpgrade)
 		s.serveUpgrade(w, q)
@@ -204,7 +204,7 @@ func (s *Server) logRefused(q *request, status int, err error) {
 		slog.String(keyResult, resultFor(status).String()),
 		slog.String(keyRule, q.rule),
 		slog.String(keyReason, q.reason),
-		slog.String(keyErr, redact(err.Error())),
+		slog.String(keyErr, acl.Redact(err.Error())),
 		slog.Duration(keyDuration, time.Since(q.start)),
 	)
 }
@@ -217,28 +217,12 @@ func (q *request) targetString() string {
 		return q.target.String()
 	}
 	if q.r.Method == http.MethodConnect {
-		return redact(q.r.RequestURI)
+		return acl.Redact(q.r.RequestURI)
 	}
 	if q.r.URL != nil {
-		return redact(q.r.URL.Host)
+		return acl.Redact(q.r.URL.Host)
 	}
 	return ""
-}
-
-// redact removes anything that looks like userinfo ("user:pass@") from s,
-// so a client that puts credentials in a target never has them logged.
-func redact(s string) string {
-	at := strings.LastIndexByte(s, '@')
-	if at < 0 {
-		return s
-	}
-	start := strings.LastIndex(s[:at], "//")
-	if start >= 0 {
-		start += 2
-	} else {
-		start = strings.LastIndexAny(s[:at], " \"'") + 1
-	}
-	return s[:start] + "REDACTED" + s[at:]
 }
 
 // retryAfter is a Retry-After value: d in whole seconds, at least 1.

@@ -207,7 +207,7 @@ func (m *metrics) ObserveDial(d time.Duration) {
 }
 
 // ObserveQueueWait records the time a request spent queued for a slot
-// (Slot.Waited or LimitError.Waited). Call it only for requests that
+// (limit.Slot.Waited or limit.Error.Waited). Call it only for requests that
 // queued, so the histogram is not swamped by zeros.
 func (m *metrics) ObserveQueueWait(d time.Duration) {
 	if m == nil {

@@ -12,7 +12,7 @@ import (
 )
 
 // ErrExceeded is wrapped by every *Error, so errors.Is works on
-// a refusal however it was wrapped on the way to statusFor.
+// a refusal however it was wrapped on its way to the caller.
 var ErrExceeded = errors.New("tunnel limit reached")
 
 // Kind names one of the limits on tunnels. Its String is the label

@@ -128,12 +128,27 @@ func badTarget(input, msg string) error {
 	return fmt.Errorf("%w %q: %s", ErrBadTarget, redact(input), msg)
 }
 
-// redact shortens input for an error message and drops anything before an
-// '@', which may be a user name and password.
-func redact(s string) string {
-	if i := strings.LastIndexByte(s, '@'); i >= 0 {
-		s = "…@" + s[i+1:]
+// Redact replaces anything in s that looks like userinfo ("user:pass@",
+// in a URL or a bare authority) with "REDACTED", so that credentials a
+// client put in a target never reach an error message or a log. It is the
+// one redaction of the module: the proxy uses it for its log lines.
+func Redact(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
 	}
+	start := strings.LastIndex(s[:at], "//")
+	if start >= 0 {
+		start += 2
+	} else {
+		start = strings.LastIndexAny(s[:at], " \"'") + 1
+	}
+	return s[:start] + "REDACTED" + s[at:]
+}
+
+// redact is Redact, shortened for an error message.
+func redact(s string) string {
+	s = Redact(s)
 	const max = 128
 	if len(s) > max {
 		s = s[:max] + "…"

@@ -111,6 +111,15 @@ func (c Config) Defaults() Config {
 	return c
 }
 
+// reloadInto returns old with the fields a Reload may change taken from c:
+// users and groups with their options, realm, ACL and limits. The rest is
+// fixed at New.
+func (c Config) reloadInto(old Config) Config {
+	old.Htpasswd, old.Groups, old.Auth, old.Realm, old.NoAuth = c.Htpasswd, c.Groups, c.Auth, c.Realm, c.NoAuth
+	old.ACL, old.Limits, old.MaxPending = c.ACL, c.Limits, c.MaxPending
+	return old
+}
+
 // Validate reports every problem in c at once.
 func (c Config) Validate() error {
 	var errs []error

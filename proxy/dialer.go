@@ -49,13 +49,13 @@ type dialResult struct {
 }
 
 // dial connects to t on behalf of who if the policy allows it. A refusal
-// wraps ErrDenied; the decision explains it either way.
+// wraps errDenied; the decision explains it either way.
 func (d *dialer) dial(ctx context.Context, pol *acl.Policy, t acl.Target, who acl.Subject) (net.Conn, dialResult, error) {
 	if d.upstream != nil {
 		dec := pol.DecideName(t, who)
 		res := dialResult{decision: dec, addr: t.String()}
 		if !dec.Allow {
-			return nil, res, fmt.Errorf("%s: %w", t, ErrDenied)
+			return nil, res, fmt.Errorf("%s: %w", t, errDenied)
 		}
 		c, err := d.upstream.DialContext(ctx, "tcp", t.String())
 		if err != nil {
@@ -85,7 +85,7 @@ func (d *dialer) dial(ctx context.Context, pol *acl.Policy, t acl.Target, who ac
 		}
 	}
 	if len(allowed) == 0 {
-		return nil, denied, fmt.Errorf("%s: %w", t, ErrDenied)
+		return nil, denied, fmt.Errorf("%s: %w", t, errDenied)
 	}
 	var firstErr error
 	for i, ip := range allowed {

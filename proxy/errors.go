@@ -6,56 +6,59 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+	"time"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // Sentinel errors of the request path. Every refusal wraps one of them (or
 // an error the standard library classifies, such as a dial timeout), and
 // statusFor maps them to an HTTP status in one place.
 var (
-	// ErrBadRequest marks malformed proxy requests (400).
-	ErrBadRequest = errors.New("bad request")
-	// ErrMethod marks methods the proxy does not serve (501).
-	ErrMethod = errors.New("method not implemented")
-	// ErrNotProxy marks origin-form requests sent to the proxy itself (400).
-	ErrNotProxy = errors.New("not a proxy request")
-	// ErrAuthRequired marks missing or wrong proxy credentials (407).
-	ErrAuthRequired = errors.New("proxy authentication required")
-	// ErrThrottled marks a client refused after too many failed logins (429).
-	ErrThrottled = errors.New("too many failed authentication attempts")
-	// ErrDenied marks a destination the ACL refuses (403).
-	ErrDenied = errors.New("destination denied")
-	// ErrBusy marks a request refused because too many handshakes are in
+	// errBadRequest marks malformed proxy requests (400).
+	errBadRequest = errors.New("bad request")
+	// errMethod marks methods the proxy does not serve (501).
+	errMethod = errors.New("method not implemented")
+	// errNotProxy marks origin-form requests sent to the proxy itself (400).
+	errNotProxy = errors.New("not a proxy request")
+	// errAuthRequired marks missing or wrong proxy credentials (407).
+	errAuthRequired = errors.New("proxy authentication required")
+	// errThrottled marks a client refused after too many failed logins
+	// (429); a *throttledError carries how long to wait.
+	errThrottled = errors.New("too many failed authentication attempts")
+	// errDenied marks a destination the ACL refuses (403).
+	errDenied = errors.New("destination denied")
+	// errBusy marks a request refused because too many handshakes are in
 	// progress (--max-pending) (503).
-	ErrBusy = errors.New("too many pending requests")
-	// ErrAuthBusy marks a request whose credentials could not be checked
+	errBusy = errors.New("too many pending requests")
+	// errAuthBusy marks a request whose credentials could not be checked
 	// because too many password hashes were running (--auth-max-concurrent)
 	// (503).
-	ErrAuthBusy = errors.New("too many password verifications in progress")
-	// ErrShuttingDown marks a request that arrived while draining (503).
-	ErrShuttingDown = errors.New("proxy shutting down")
-	// ErrUpstream marks a target that answered an upgrade with garbage (502).
-	ErrUpstream = errors.New("bad response from target")
+	errAuthBusy = errors.New("too many password verifications in progress")
+	// errShuttingDown marks a request that arrived while draining (503).
+	errShuttingDown = errors.New("proxy shutting down")
+	// errUpstream marks a target that answered an upgrade with garbage (502).
+	errUpstream = errors.New("bad response from target")
 )
 
 // statusFor maps a request-path error to the status the client gets.
 // Classification uses errors.Is/As only, so wrapping never breaks it.
 func statusFor(err error) int {
 	var dnsErr *net.DNSError
-	var le *LimitError
+	var le *limit.Error
 	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrNotProxy), errors.Is(err, acl.ErrBadTarget):
+	case errors.Is(err, errBadRequest), errors.Is(err, errNotProxy), errors.Is(err, acl.ErrBadTarget):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrMethod):
+	case errors.Is(err, errMethod):
 		return http.StatusNotImplemented
-	case errors.Is(err, ErrAuthRequired):
+	case errors.Is(err, errAuthRequired):
 		return http.StatusProxyAuthRequired
-	case errors.Is(err, ErrThrottled):
+	case errors.Is(err, errThrottled):
 		return http.StatusTooManyRequests
-	case errors.Is(err, ErrDenied):
+	case errors.Is(err, errDenied):
 		return http.StatusForbidden
-	case errors.As(err, &le), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrBusy), errors.Is(err, ErrAuthBusy), errors.Is(err, ErrShuttingDown):
+	case errors.As(err, &le), errors.Is(err, limit.ErrExceeded), errors.Is(err, errBusy), errors.Is(err, errAuthBusy), errors.Is(err, errShuttingDown):
 		return http.StatusServiceUnavailable
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsTimeout {
@@ -69,8 +72,46 @@ func statusFor(err error) int {
 	}
 }
 
+// throttledError refuses a client after too many failed logins; it
+// wraps errThrottled and says when to come back (Retry-After).
+type throttledError struct {
+	retryAfter time.Duration
+}
+
+func (e *throttledError) Error() string { return errThrottled.Error() }
+func (e *throttledError) Unwrap() error { return errThrottled }
+
+// wait is the time to announce in Retry-After; a nil e says nothing.
+func (e *throttledError) wait() time.Duration {
+	if e == nil {
+		return 0
+	}
+	return e.retryAfter
+}
+
+// result is the outcome of a proxy request: the label values of
+// wsegress_tunnels_total and the result key of log lines. The names are
+// promises to dashboards: add, never rename.
+type result uint8
+
+const (
+	resultOK result = iota
+	resultDenied
+	resultAuthFailed
+	resultLimited
+	resultDialError
+	resultTimeout
+	resultBadRequest
+	resultError
+	numResults
+)
+
+var resultNames = [numResults]string{"ok", "denied", "auth_failed", "limited", "dial_error", "timeout", "bad_request", "error"}
+
+func (r result) String() string { return resultNames[r] }
+
 // resultFor names the outcome of a refused request for metrics and logs.
-func resultFor(status int) string {
+func resultFor(status int) result {
 	switch status {
 	case http.StatusBadRequest, http.StatusNotImplemented, http.StatusRequestHeaderFieldsTooLarge:
 		return resultBadRequest
@@ -89,18 +130,6 @@ func resultFor(status int) string {
 	}
 }
 
-// Results, the label values of wsegress_tunnels_total.
-const (
-	resultOK         = "ok"
-	resultDenied     = "denied"
-	resultAuthFailed = "auth_failed"
-	resultLimited    = "limited"
-	resultDialError  = "dial_error"
-	resultTimeout    = "timeout"
-	resultBadRequest = "bad_request"
-	resultError      = "error"
-)
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -112,7 +141,7 @@ func publicText(status int, err error) string {
 	switch status {
 	case http.StatusBadRequest:
 		var msg string
-		if errors.Is(err, acl.ErrBadTarget) || errors.Is(err, ErrBadRequest) || errors.Is(err, ErrNotProxy) {
+		if errors.Is(err, acl.ErrBadTarget) || errors.Is(err, errBadRequest) || errors.Is(err, errNotProxy) {
 			msg = err.Error()
 		}
 		if msg == "" {
@@ -126,17 +155,17 @@ func publicText(status int, err error) string {
 	case http.StatusTooManyRequests:
 		return "too many failed authentication attempts; try again later\n"
 	case http.StatusServiceUnavailable:
-		var le *LimitError
+		var le *limit.Error
 		if errors.As(err, &le) {
 			return "proxy busy: " + le.Kind.String() + " tunnel limit reached\n"
 		}
-		if errors.Is(err, ErrBusy) {
+		if errors.Is(err, errBusy) {
 			return "proxy busy: pending limit reached\n"
 		}
-		if errors.Is(err, ErrShuttingDown) {
+		if errors.Is(err, errShuttingDown) {
 			return "proxy shutting down\n"
 		}
-		if errors.Is(err, ErrAuthBusy) {
+		if errors.Is(err, errAuthBusy) {
 			return "proxy busy: too many logins being checked; try again shortly\n"
 		}
 		return "proxy busy\n"

@@ -14,6 +14,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // dialedKey carries the connection serveForward dialed to goproxy's
@@ -45,7 +46,7 @@ var errNoConn = errors.New("no admitted connection for this request")
 // connection (it never dials, so it never follows the environment's
 // HTTP_PROXY and never reaches an unchecked address) and keeps no idle
 // connections, because one dialed for one user must not serve another.
-func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
+func (s *Server) newGoproxy(cfg Config) *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = log.New(io.Discard, "", 0)
 	gp.KeepAcceptEncoding = true
@@ -62,7 +63,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 		},
 		DisableKeepAlives:      true,
 		DisableCompression:     true, // pass Accept-Encoding and bodies as they are
-		MaxResponseHeaderBytes: int64(s.cfg.MaxHeaderBytes),
+		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
 		ResponseHeaderTimeout:  0,
 	}
 	gp.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
@@ -80,7 +81,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 			// Only the upgrade path may switch protocols; goproxy would
 			// try to hijack a writer that cannot be hijacked.
 			resp.Body.Close()
-			return fail(http.StatusBadGateway, fmt.Errorf("%w: 101 to a request that asked for no upgrade", ErrUpstream))
+			return fail(http.StatusBadGateway, fmt.Errorf("%w: 101 to a request that asked for no upgrade", errUpstream))
 		case resp != nil:
 			removeHopHeaders(resp.Header)
 		}
@@ -103,60 +104,62 @@ func errorResponse(req *http.Request, status int, err error) *http.Response {
 	}
 }
 
-// serveForward forwards an ordinary absolute-form request (not an upgrade).
+// serveForward forwards an ordinary absolute-form request (not an
+// upgrade), admitted and dialed like a tunnel (see tunnel); goproxy's
+// transport then takes the dialed conn. The pending place is given back
+// once the target is dialed, as a tunnel gives it back after its 200.
 func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 	r := q.r
-	if err := s.authenticate(q); err != nil {
-		s.refuse(w, q, err)
-		return
-	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
 		http.MethodDelete, http.MethodOptions:
 	default:
-		s.refuse(w, q, fmt.Errorf("%w: %s", ErrMethod, r.Method))
+		s.refuse(w, q, fmt.Errorf("%w: %s", errMethod, r.Method))
 		return
 	}
 	if r.URL.Scheme == "ws" || r.URL.Scheme == "wss" {
-		s.refuse(w, q, fmt.Errorf("%w: %s:// without Upgrade: websocket", ErrBadRequest, r.URL.Scheme))
+		s.refuse(w, q, fmt.Errorf("%w: %s:// without Upgrade: websocket", errBadRequest, r.URL.Scheme))
 		return
 	}
-	t, err := acl.ParseURLTarget(r.URL)
-	conn, slot, ok := s.reach(w, q, t, err)
+	t, ok := s.admit(w, q)
 	if !ok {
 		return
 	}
-	defer slot.Release()
-	dc := &dialedConn{conn: conn}
-	defer func() {
-		if c := dc.take(); c != nil {
-			c.Close() // the transport never took it
-		}
-	}()
+	target, err := acl.ParseURLTarget(r.URL)
+	if !t.reach(w, target, err) {
+		return
+	}
+	t.leavePending()
+	dc := &dialedConn{conn: t.target}
+	t.target = nil // the transport's now, unless it never takes it
 
 	removeHopHeaders(r.Header)
 	if _, ok := r.Header["User-Agent"]; !ok {
 		r.Header["User-Agent"] = []string{""} // keep Go's transport from adding its own
 	}
-	cw := &countingWriter{ResponseWriter: w}
-	s.gp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), dialedKey{}, dc)))
+	sr := &statusRecorder{ResponseWriter: w}
+	s.gp.ServeHTTP(sr, r.WithContext(context.WithValue(r.Context(), dialedKey{}, dc)))
+	t.target = dc.take() // still here if the transport never took it
 	if dc.failed != nil {
-		s.metrics.TunnelResult(resultFor(cw.status))
-		s.logRefused(q, cw.status, dc.failed)
+		s.metrics.TunnelResult(resultFor(sr.status))
+		s.logRefused(q, sr.status, dc.failed)
+		t.close(relay.Result{})
 		return
 	}
 	s.metrics.TunnelResult(resultOK)
-	s.logEnd(q.endLog(), cw.status, RelayResult{Down: cw.n, Reason: EndResponseSent})
+	t.status, t.log = sr.status, q.endLog()
+	t.close(relay.Result{Down: sr.n, Reason: endResponseSent})
 }
 
-// countingWriter records the status and body size goproxy wrote.
-type countingWriter struct {
+// statusRecorder is the http.ResponseWriter goproxy writes to: it records
+// the status and the body size for the end line.
+type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	n      int64
 }
 
-func (w *countingWriter) WriteHeader(code int) {
+func (w *statusRecorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 		// Pass the target's headers as they are: no sniffed Content-Type.
@@ -167,7 +170,7 @@ func (w *countingWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *countingWriter) Write(b []byte) (int, error) {
+func (w *statusRecorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -177,7 +180,7 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 }
 
 // Flush lets streamed responses through.
-func (w *countingWriter) Flush() {
+func (w *statusRecorder) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // connInfo is per client connection state, kept in the request context.
@@ -40,17 +40,16 @@ func connInfoFrom(ctx context.Context) *connInfo {
 // request is one proxy request on its way through admission: who asks,
 // for what, and what was decided, for the canonical log line.
 type request struct {
-	r       *http.Request
-	start   time.Time
-	client  netip.AddrPort
-	user    string
-	groups  []string
-	target  acl.Target
-	dialed  string
-	rule    string
-	reason  string
-	st      *state
-	retryIn time.Duration // for 429
+	r      *http.Request
+	start  time.Time
+	client netip.AddrPort
+	user   string
+	groups []string
+	target acl.Target
+	dialed string
+	rule   string
+	reason string
+	st     *state // the configuration snapshot this request runs under
 }
 
 func (q *request) subject() acl.Subject { return acl.Subject{User: q.user, Groups: q.groups} }
@@ -63,16 +62,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q.client, _ = netip.ParseAddrPort(r.RemoteAddr)
 	switch {
 	case r.Method == http.MethodConnect:
-		s.metrics.Request("connect")
+		s.metrics.Request(requestConnect)
 		s.serveConnect(w, q)
 	case !r.URL.IsAbs():
-		s.metrics.Request("http")
-		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", ErrNotProxy, r.Method, redact(r.URL.Path)))
+		s.metrics.Request(requestHTTP)
+		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", errNotProxy, r.Method, acl.Redact(r.URL.Path)))
 	case isUpgrade(r.Header):
-		s.metrics.Request("upgrade")
+		s.metrics.Request(requestUpgrade)
 		s.serveUpgrade(w, q)
 	default:
-		s.metrics.Request("http")
+		s.metrics.Request(requestHTTP)
 		s.serveForward(w, q)
 	}
 }
@@ -83,13 +82,11 @@ func (s *Server) authenticate(q *request) error {
 	if a == nil {
 		return nil
 	}
-	vals := q.r.Header.Values("Proxy-Authorization")
-	hdr := ""
-	if len(vals) == 1 {
-		hdr = vals[0]
-	} else if len(vals) > 1 {
-		hdr = "\x00invalid" // two credentials: refuse rather than guess
-	}
+	// Several Proxy-Authorization lines are combined as RFC 9110 5.3
+	// combines repeated fields, with ", ". A comma is not base64, so the
+	// combination never parses: two credentials are refused (and counted
+	// as a failure) rather than guessed between.
+	hdr := strings.Join(q.r.Header.Values("Proxy-Authorization"), ", ")
 	res := a.Check(q.client.Addr().Unmap(), hdr)
 	q.user = res.User
 	switch res.Status {
@@ -97,30 +94,29 @@ func (s *Server) authenticate(q *request) error {
 		q.groups = a.Groups(res.User)
 		return nil
 	case auth.StatusThrottled:
-		q.retryIn = res.RetryAfter
-		s.metrics.AuthFailed("throttled")
-		return ErrThrottled
+		s.metrics.AuthFailed(authThrottled)
+		return &throttledError{retryAfter: res.RetryAfter}
 	case auth.StatusBusy:
-		q.retryIn = res.RetryAfter
-		s.metrics.AuthFailed("busy")
-		return fmt.Errorf("%w: %w", ErrAuthBusy, auth.ErrBusy)
+		// auth says 1s (RetryAfter), the 503's usual Retry-After.
+		s.metrics.AuthFailed(authBusy)
+		return fmt.Errorf("%w: %w", errAuthBusy, auth.ErrBusy)
 	case auth.StatusMissing:
-		s.metrics.AuthFailed("missing")
-		return fmt.Errorf("%w: no credentials", ErrAuthRequired)
+		s.metrics.AuthFailed(authMissing)
+		return fmt.Errorf("%w: no credentials", errAuthRequired)
 	default:
-		s.metrics.AuthFailed("invalid")
-		return fmt.Errorf("%w: invalid credentials", ErrAuthRequired)
+		s.metrics.AuthFailed(authInvalid)
+		return fmt.Errorf("%w: invalid credentials", errAuthRequired)
 	}
 }
 
 // acquire takes the request's tunnel slot, waiting up to QueueTimeout in
 // arrival order; the client hanging up while queued gives its place back.
-func (s *Server) acquire(q *request) (*Slot, error) {
-	slot, err := s.limiter.Acquire(q.r.Context(), Key{
+func (s *Server) acquire(q *request) (*limit.Slot, error) {
+	slot, err := s.limiter.Acquire(q.r.Context(), limit.Key{
 		User: q.user, Groups: q.groups, ClientIP: q.client.Addr().Unmap(), Host: q.target.Host,
-	}, s.cfg.QueueTimeout)
+	}, q.st.cfg.QueueTimeout)
 	if err != nil {
-		var le *LimitError
+		var le *limit.Error
 		if errors.As(err, &le) {
 			s.metrics.LimitRefused(le.Kind)
 			if le.Waited > 0 {
@@ -135,52 +131,14 @@ func (s *Server) acquire(q *request) (*Slot, error) {
 	return slot, nil
 }
 
-// reach takes a slot for the request's target t (err: t did not parse) and
-// dials it. On false it has answered the request and released what it took.
-func (s *Server) reach(w http.ResponseWriter, q *request, t acl.Target, err error) (net.Conn, *Slot, bool) {
-	if err != nil {
-		s.refuse(w, q, err)
-		return nil, nil, false
-	}
-	q.target = t
-	slot, err := s.acquire(q)
-	if err != nil {
-		s.refuse(w, q, err)
-		return nil, nil, false
-	}
-	conn, err := s.dial(q)
-	if err != nil {
-		slot.Release()
-		s.refuse(w, q, err)
-		return nil, nil, false
-	}
-	return conn, slot, true
-}
-
-// hijack takes the client connection from net/http, with the header
-// deadlines net/http left on it cleared; the reader holds what the client
-// sent behind its request headers. On false it has closed target,
-// released slot and answered the request.
-func (s *Server) hijack(w http.ResponseWriter, q *request, target net.Conn, slot *Slot) (net.Conn, *bufio.Reader, bool) {
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		target.Close()
-		slot.Release()
-		s.refuse(w, q, fmt.Errorf("hijack: %w", err))
-		return nil, nil, false
-	}
-	client.SetDeadline(time.Time{})
-	return client, brw.Reader, true
-}
-
 // dial connects to the request's target under the dial timeout.
 func (s *Server) dial(q *request) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(q.r.Context(), s.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(q.r.Context(), q.st.cfg.DialTimeout)
 	defer cancel()
 	start := time.Now()
 	c, res, err := s.dialer.dial(ctx, q.st.policy, q.target, q.subject())
 	q.rule, q.reason, q.dialed = res.decision.Rule, res.decision.Reason, res.addr
-	if errors.Is(err, ErrDenied) {
+	if errors.Is(err, errDenied) {
 		s.metrics.ACLDenied(q.rule)
 		return nil, err
 	}
@@ -192,7 +150,7 @@ func (s *Server) dial(q *request) (net.Conn, error) {
 // body and no internal details, and logs the canonical line.
 func (s *Server) refuse(w http.ResponseWriter, q *request, err error) {
 	status := statusFor(err)
-	s.errorHeaders(w.Header(), q, status)
+	s.errorHeaders(w.Header(), q, status, err)
 	w.WriteHeader(status)
 	fmt.Fprint(w, publicText(status, err))
 	s.metrics.TunnelResult(resultFor(status))
@@ -207,7 +165,7 @@ func (s *Server) refuseRaw(c net.Conn, q *request, err error) {
 		StatusCode: status, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{},
 		ContentLength: int64(len(body)), Body: io.NopCloser(strings.NewReader(body)), Close: true,
 	}
-	s.errorHeaders(resp.Header, q, status)
+	s.errorHeaders(resp.Header, q, status, err)
 	resp.Write(c)
 	s.metrics.TunnelResult(resultFor(status))
 	s.logRefused(q, status, err)
@@ -216,19 +174,21 @@ func (s *Server) refuseRaw(c net.Conn, q *request, err error) {
 // errorHeaders sets the headers of an error response. Every error closes
 // the connection except 407, which keeps it for a retry with credentials
 // (Chromium retries on the same connection), a few times only.
-func (s *Server) errorHeaders(h http.Header, q *request, status int) {
+func (s *Server) errorHeaders(h http.Header, q *request, status int, err error) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	switch status {
 	case http.StatusProxyAuthRequired:
-		h.Set("Proxy-Authenticate", `Basic realm="`+s.realm()+`"`)
-		if connInfoFrom(q.r.Context()).authFailures.Add(1) < int32(s.cfg.MaxAuthRetries) {
+		h.Set("Proxy-Authenticate", `Basic realm="`+q.st.cfg.Realm+`"`)
+		if connInfoFrom(q.r.Context()).authFailures.Add(1) < int32(q.st.cfg.MaxAuthRetries) {
 			return
 		}
 	case http.StatusTooManyRequests:
-		h.Set("Retry-After", retryAfter(q.retryIn))
+		var te *throttledError
+		errors.As(err, &te)
+		h.Set("Retry-After", retryAfter(te.wait()))
 	case http.StatusServiceUnavailable:
-		h.Set("Retry-After", retryAfter(q.retryIn)) // 1s unless the refusal said otherwise
+		h.Set("Retry-After", "1")
 	}
 	h.Set("Connection", "close")
 }
@@ -245,19 +205,12 @@ func (s *Server) logRefused(q *request, status int, err error) {
 		slog.String(keyMethod, q.r.Method),
 		slog.String(keyTarget, q.targetString()),
 		slog.Int(keyStatus, status),
-		slog.String(keyResult, resultFor(status)),
+		slog.String(keyResult, resultFor(status).String()),
 		slog.String(keyRule, q.rule),
 		slog.String(keyReason, q.reason),
-		slog.String(keyErr, redact(err.Error())),
+		slog.String(keyErr, acl.Redact(err.Error())),
 		slog.Duration(keyDuration, time.Since(q.start)),
 	)
-}
-
-// realm is the current Proxy-Authenticate realm (it may change on Reload).
-func (s *Server) realm() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfgNow.Realm
 }
 
 // targetString is the target for logs: the parsed one, or else the raw
@@ -268,30 +221,15 @@ func (q *request) targetString() string {
 		return q.target.String()
 	}
 	if q.r.Method == http.MethodConnect {
-		return redact(q.r.RequestURI)
+		return acl.Redact(q.r.RequestURI)
 	}
 	if q.r.URL != nil {
-		return redact(q.r.URL.Host)
+		return acl.Redact(q.r.URL.Host)
 	}
 	return ""
 }
 
-// redact removes anything that looks like userinfo ("user:pass@") from s,
-// so a client that puts credentials in a target never has them logged.
-func redact(s string) string {
-	at := strings.LastIndexByte(s, '@')
-	if at < 0 {
-		return s
-	}
-	start := strings.LastIndex(s[:at], "//")
-	if start >= 0 {
-		start += 2
-	} else {
-		start = strings.LastIndexAny(s[:at], " \"'") + 1
-	}
-	return s[:start] + "REDACTED" + s[at:]
-}
-
+// retryAfter is a Retry-After value: d in whole seconds, at least 1.
 func retryAfter(d time.Duration) string {
 	sec := int(d.Round(time.Second) / time.Second)
 	if sec < 1 {

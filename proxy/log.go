@@ -1,5 +1,7 @@
 package proxy
 
+import "github.com/wsegress/wsegress/proxy/relay"
+
 // Log keys: users' log pipelines parse these, so they are fixed names.
 const (
 	keyAddr      = "addr"
@@ -18,17 +20,15 @@ const (
 	keyEnd       = "end"
 	keyErr       = "err"
 	keyTunnels   = "tunnels"
+	keyStack     = "stack"
 )
 
-// End reasons of the server's own, beside the relay's (see EndReason):
-// they name how a request ended that never reached the relay, or left it
-// abnormally.
+// End reasons of the server's own, beside the relay's (see relay.EndReason):
+// they name how a request ended that never reached the relay.
 const (
-	// EndTargetRefused: the target answered an upgrade with a status other
+	// endTargetRefused: the target answered an upgrade with a status other
 	// than 101; its answer was passed back and the connection closed.
-	EndTargetRefused EndReason = "target_refused_upgrade"
-	// EndResponseSent: a plain-HTTP request got its response.
-	EndResponseSent EndReason = "response_sent"
-	// EndPanic: the relay panicked; the tunnel was closed and logged.
-	EndPanic EndReason = "panic"
+	endTargetRefused relay.EndReason = "target_refused_upgrade"
+	// endResponseSent: a plain-HTTP request got its response.
+	endResponseSent relay.EndReason = "response_sent"
 )

@@ -8,50 +8,77 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
-// Label values of the bounded label sets. The metric names and these
-// values are promises to dashboards: add, never rename. Each set is
-// pre-initialised to 0 so every series exists from the first scrape.
-var (
-	tunnelResultLabels = [...]string{"ok", "denied", "auth_failed", "limited", "dial_error", "timeout", "bad_request", "error"}
-	authReasonLabels   = [...]string{"missing", "invalid", "throttled", "busy"}
-	requestKindLabels  = [...]string{"connect", "http", "upgrade"}
+// The bounded label sets are typed constants (result, authFailure,
+// requestKind, limit.Kind): a metric is indexed by its constant, never
+// looked up by string. The metric names and label values are promises to
+// dashboards: add, never rename. Each set is pre-initialised to 0 so every
+// series exists from the first scrape.
+
+// authFailure is why an authentication failed: the reason label of
+// wsegress_auth_failures_total.
+type authFailure uint8
+
+const (
+	authMissing authFailure = iota
+	authInvalid
+	authThrottled
+	authBusy // not checked: --auth-max-concurrent hashes were running
+	numAuthFailures
 )
+
+var authFailureNames = [numAuthFailures]string{"missing", "invalid", "throttled", "busy"}
+
+func (a authFailure) String() string { return authFailureNames[a] }
+
+// requestKind is the kind label of wsegress_requests_total.
+type requestKind uint8
+
+const (
+	requestConnect requestKind = iota
+	requestHTTP
+	requestUpgrade
+	numRequestKinds
+)
+
+var requestKindNames = [numRequestKinds]string{"connect", "http", "upgrade"}
+
+func (k requestKind) String() string { return requestKindNames[k] }
 
 // defaultACLRule labels ACL denials that matched no named rule.
 const defaultACLRule = "default"
 
-// Metrics holds the proxy's Prometheus metrics on a registry of its own
+// metrics holds the proxy's Prometheus metrics on a registry of its own
 // (never the global default one), so a Server owns them and tests can run
 // servers side by side. All methods are safe for concurrent use, and a nil
-// *Metrics records nothing, so the server can run without metrics.
+// *metrics records nothing, so the server can run without metrics.
 //
-// Label values are fixed sets or operator-configured names: string
-// arguments outside a method's documented set are counted under its
-// fallback value instead of creating a new series.
-type Metrics struct {
+// Label values are typed constants or operator-configured rule names, so
+// the label sets stay bounded.
+type metrics struct {
 	reg *prometheus.Registry
 
 	tunnelsOpen    prometheus.Gauge
-	tunnelResults  [len(tunnelResultLabels)]prometheus.Counter
+	tunnelResults  [numResults]prometheus.Counter
 	bytesUp        prometheus.Counter
 	bytesDown      prometheus.Counter
 	tunnelDuration prometheus.Histogram
 	dialDuration   prometheus.Histogram
 	queueWait      prometheus.Histogram
-	authFailures   [len(authReasonLabels)]prometheus.Counter
+	authFailures   [numAuthFailures]prometheus.Counter
 	aclDenials     *prometheus.CounterVec
-	limitRefusals  [numLimitKinds]prometheus.Counter
-	requests       [len(requestKindLabels)]prometheus.Counter
+	limitRefusals  [limit.NumKinds]prometheus.Counter
+	requests       [numRequestKinds]prometheus.Counter
 
-	pool atomic.Pointer[func() []Usage] // set by SetPoolSource
+	pool atomic.Pointer[func() []limit.Usage] // set by SetPoolSource
 }
 
-// NewMetrics creates the metrics and registers them, with the Go runtime
+// newMetrics creates the metrics and registers them, with the Go runtime
 // and process collectors, on a new registry.
-func NewMetrics() *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry()}
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
 	m.tunnelsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "wsegress_tunnels_open",
 		Help: "Tunnels currently established (after the 200, until both sockets are closed).",
@@ -60,8 +87,8 @@ func NewMetrics() *Metrics {
 		Name: "wsegress_tunnels_total",
 		Help: "Tunnel requests by outcome: ok, denied, auth_failed, limited, dial_error, timeout, bad_request, error.",
 	}, []string{"result"})
-	for i, v := range tunnelResultLabels {
-		m.tunnelResults[i] = results.WithLabelValues(v)
+	for r := range numResults {
+		m.tunnelResults[r] = results.WithLabelValues(r.String())
 	}
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_bytes_total",
@@ -89,8 +116,8 @@ func NewMetrics() *Metrics {
 		Name: "wsegress_auth_failures_total",
 		Help: "Failed proxy authentications: missing, invalid, throttled, busy.",
 	}, []string{"reason"})
-	for i, v := range authReasonLabels {
-		m.authFailures[i] = auth.WithLabelValues(v)
+	for a := range numAuthFailures {
+		m.authFailures[a] = auth.WithLabelValues(a.String())
 	}
 	m.aclDenials = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_acl_denials_total",
@@ -101,15 +128,15 @@ func NewMetrics() *Metrics {
 		Name: "wsegress_limit_refusals_total",
 		Help: "Requests refused with 503 because a limit was full, by limit kind.",
 	}, []string{"kind"})
-	for k := range numLimitKinds {
+	for k := range limit.NumKinds {
 		m.limitRefusals[k] = refusals.WithLabelValues(k.String())
 	}
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_requests_total",
 		Help: "Proxy requests received, by kind: connect, http (plain forwarding), upgrade (WebSocket over plain HTTP).",
 	}, []string{"kind"})
-	for i, v := range requestKindLabels {
-		m.requests[i] = requests.WithLabelValues(v)
+	for k := range numRequestKinds {
+		m.requests[k] = requests.WithLabelValues(k.String())
 	}
 
 	m.reg.MustRegister(
@@ -124,36 +151,24 @@ func NewMetrics() *Metrics {
 
 // Registry returns the registry the metrics live on, for serving or for
 // registering more collectors.
-func (m *Metrics) Registry() *prometheus.Registry {
+func (m *metrics) Registry() *prometheus.Registry {
 	if m == nil {
 		return nil
 	}
 	return m.reg
 }
 
-// indexOf finds v in a label set; it is a loop, not a map, because the
-// sets are a handful of short strings.
-func indexOf(set []string, v string, fallback int) int {
-	for i, s := range set {
-		if s == v {
-			return i
-		}
-	}
-	return fallback
-}
-
-// TunnelResult counts one tunnel request's outcome in
-// wsegress_tunnels_total: one call per request, "ok" once the 200 is
-// sent. Values outside the documented set count as "error".
-func (m *Metrics) TunnelResult(result string) {
+// TunnelResult counts one request's outcome in wsegress_tunnels_total:
+// one call per request, resultOK once the 200 is sent.
+func (m *metrics) TunnelResult(r result) {
 	if m == nil {
 		return
 	}
-	m.tunnelResults[indexOf(tunnelResultLabels[:], result, len(tunnelResultLabels)-1)].Inc()
+	m.tunnelResults[r].Inc()
 }
 
 // TunnelOpened marks a tunnel established; pair it with TunnelClosed.
-func (m *Metrics) TunnelOpened() {
+func (m *metrics) TunnelOpened() {
 	if m == nil {
 		return
 	}
@@ -161,7 +176,7 @@ func (m *Metrics) TunnelOpened() {
 }
 
 // TunnelClosed marks an established tunnel gone after it lived for d.
-func (m *Metrics) TunnelClosed(d time.Duration) {
+func (m *metrics) TunnelClosed(d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -172,7 +187,7 @@ func (m *Metrics) TunnelClosed(d time.Duration) {
 // AddBytes adds relayed bytes. Calling it as bytes move, rather than once
 // at the end, keeps rate() honest for tunnels that live for hours; each
 // call is two atomic adds.
-func (m *Metrics) AddBytes(up, down int64) {
+func (m *metrics) AddBytes(up, down int64) {
 	if m == nil {
 		return
 	}
@@ -185,7 +200,7 @@ func (m *Metrics) AddBytes(up, down int64) {
 }
 
 // ObserveDial records how long a dial took, whether it succeeded or not.
-func (m *Metrics) ObserveDial(d time.Duration) {
+func (m *metrics) ObserveDial(d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -193,30 +208,27 @@ func (m *Metrics) ObserveDial(d time.Duration) {
 }
 
 // ObserveQueueWait records the time a request spent queued for a slot
-// (Slot.Waited or LimitError.Waited). Call it only for requests that
+// (limit.Slot.Waited or limit.Error.Waited). Call it only for requests that
 // queued, so the histogram is not swamped by zeros.
-func (m *Metrics) ObserveQueueWait(d time.Duration) {
+func (m *metrics) ObserveQueueWait(d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.queueWait.Observe(d.Seconds())
 }
 
-// AuthFailed counts a failed authentication. reason is "missing" (no
-// credentials), "invalid" (wrong or unknown), "throttled" or "busy"
-// (not checked: --auth-max-concurrent hashes running); anything
-// else counts as "invalid".
-func (m *Metrics) AuthFailed(reason string) {
+// AuthFailed counts a failed authentication.
+func (m *metrics) AuthFailed(reason authFailure) {
 	if m == nil {
 		return
 	}
-	m.authFailures[indexOf(authReasonLabels[:], reason, 1)].Inc()
+	m.authFailures[reason].Inc()
 }
 
 // ACLDenied counts a request the ACL refused under the named rule ("" for
 // the default deny, labelled "default"). Rule names come from the
 // operator's config, so the label set stays bounded.
-func (m *Metrics) ACLDenied(rule string) {
+func (m *metrics) ACLDenied(rule string) {
 	if m == nil {
 		return
 	}
@@ -228,7 +240,7 @@ func (m *Metrics) ACLDenied(rule string) {
 
 // InitACLRules creates the denial series of the named rules at 0, so
 // they show before the first denial. Call it after loading the config.
-func (m *Metrics) InitACLRules(rules ...string) {
+func (m *metrics) InitACLRules(rules ...string) {
 	if m == nil {
 		return
 	}
@@ -240,30 +252,29 @@ func (m *Metrics) InitACLRules(rules ...string) {
 }
 
 // LimitRefused counts a request refused because limit kind k was full
-// (the *LimitError's Kind, or KindPending for the Gate).
-func (m *Metrics) LimitRefused(k LimitKind) {
-	if m == nil || k < 0 || k >= numLimitKinds {
+// (the *limit.Error's Kind, or limit.KindPending for the Gate).
+func (m *metrics) LimitRefused(k limit.Kind) {
+	if m == nil || k < 0 || k >= limit.NumKinds {
 		return
 	}
 	m.limitRefusals[k].Inc()
 }
 
-// Request counts a received proxy request: "connect", "http" or
-// "upgrade"; anything else counts as "http".
-func (m *Metrics) Request(kind string) {
+// Request counts a received proxy request.
+func (m *metrics) Request(kind requestKind) {
 	if m == nil {
 		return
 	}
-	m.requests[indexOf(requestKindLabels[:], kind, 1)].Inc()
+	m.requests[kind].Inc()
 }
 
 // SetPoolSource sets the function read at every scrape for the pool
 // gauges, typically
 //
-//	func() []Usage { return append(lim.Usage(), gate.Usage()) }
+//	func() []limit.Usage { return append(lim.Usage(), gate.Usage()) }
 //
 // It must be safe to call from any goroutine. nil removes the source.
-func (m *Metrics) SetPoolSource(f func() []Usage) {
+func (m *metrics) SetPoolSource(f func() []limit.Usage) {
 	if m == nil {
 		return
 	}
@@ -277,11 +288,11 @@ func (m *Metrics) SetPoolSource(f func() []Usage) {
 // poolCollector turns the pool source into gauges at scrape time, so the
 // request path pays nothing for them.
 type poolCollector struct {
-	m                        *Metrics
+	m                        *metrics
 	inUse, capacity, waiting *prometheus.Desc
 }
 
-func newPoolCollector(m *Metrics) *poolCollector {
+func newPoolCollector(m *metrics) *poolCollector {
 	kind := []string{"kind"}
 	return &poolCollector{
 		m: m,
@@ -309,7 +320,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		kind := u.Kind.String()
 		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(u.InUse), kind)
 		ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(u.Capacity), kind)
-		if u.Kind != KindPending {
+		if u.Kind != limit.KindPending {
 			ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(u.Waiting), kind)
 		}
 	}
@@ -318,8 +329,8 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 // Handler serves /metrics (the owned registry), /healthz (200 "ok" while
 // the process runs) and /readyz (200 "ready" while ready returns nil, else
 // 503 with the error's text, which must hold no secrets). A nil ready
-// means always ready. On a nil *Metrics, /metrics is 404.
-func (m *Metrics) Handler(ready func() error) http.Handler {
+// means always ready. On a nil *metrics, /metrics is 404.
+func (m *metrics) Handler(ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	if m != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{

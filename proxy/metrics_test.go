@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/wsegress/wsegress/proxy/limit"
 )
 
 // metricsScrape GETs /metrics from srv and returns every sample keyed by
@@ -65,10 +66,10 @@ func metricsWant(t *testing.T, got map[string]float64, want map[string]float64) 
 }
 
 func TestMetricsScrape(t *testing.T) {
-	m := NewMetrics()
-	lim := NewLimiter(Limits{Global: 10, PerUser: 3, PerIP: 4})
-	gate := NewGate(7)
-	m.SetPoolSource(func() []Usage { return append(lim.Usage(), gate.Usage()) })
+	m := newMetrics()
+	lim := limit.New(Limits{Global: 10, PerUser: 3, PerIP: 4})
+	gate := limit.NewGate(7)
+	m.SetPoolSource(func() []limit.Usage { return append(lim.Usage(), gate.Usage()) })
 	srv := httptest.NewServer(m.Handler(nil)) // listens on 127.0.0.1:0
 	t.Cleanup(srv.Close)
 
@@ -90,17 +91,17 @@ func TestMetricsScrape(t *testing.T) {
 		`wsegress_queue_waiting{kind="global"}`:               0,
 		`wsegress_tunnel_duration_seconds_bucket{le="86400"}`: 0,
 	}
-	for _, r := range tunnelResultLabels {
-		zero[`wsegress_tunnels_total{result="`+r+`"}`] = 0
+	for r := range numResults {
+		zero[`wsegress_tunnels_total{result="`+r.String()+`"}`] = 0
 	}
-	for _, r := range authReasonLabels {
-		zero[`wsegress_auth_failures_total{reason="`+r+`"}`] = 0
+	for a := range numAuthFailures {
+		zero[`wsegress_auth_failures_total{reason="`+a.String()+`"}`] = 0
 	}
-	for _, k := range limitKindNames {
-		zero[`wsegress_limit_refusals_total{kind="`+k+`"}`] = 0
+	for k := range limit.NumKinds {
+		zero[`wsegress_limit_refusals_total{kind="`+k.String()+`"}`] = 0
 	}
-	for _, k := range requestKindLabels {
-		zero[`wsegress_requests_total{kind="`+k+`"}`] = 0
+	for k := range numRequestKinds {
+		zero[`wsegress_requests_total{kind="`+k.String()+`"}`] = 0
 	}
 	metricsWant(t, before, zero)
 	for _, name := range []string{"go_goroutines", "process_open_fds"} {
@@ -110,25 +111,28 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	// Traffic: two tunnels, one of them closed, one refused by the pool.
-	k := Key{User: "alice", ClientIP: netip.MustParseAddr("192.0.2.1"), Host: "example.com"}
-	s1 := limMustAcquire(t, lim, k)
-	s2 := limMustAcquire(t, lim, k)
+	k := limit.Key{User: "alice", ClientIP: netip.MustParseAddr("192.0.2.1"), Host: "example.com"}
+	s1, err1 := lim.Acquire(t.Context(), k, 0)
+	s2, err2 := lim.Acquire(t.Context(), k, 0)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("Acquire: %v, %v", err1, err2)
+	}
 	t.Cleanup(s1.Release)
 	t.Cleanup(s2.Release)
 	if !gate.TryEnter() {
 		t.Fatal("gate refused")
 	}
 	t.Cleanup(gate.Leave)
-	m.Request("connect")
-	m.Request("connect")
-	m.Request("connect")
-	m.Request("nonsense") // counts as http
-	m.TunnelResult("ok")
-	m.TunnelResult("ok")
-	m.TunnelResult("limited")
-	m.TunnelResult("no-such-result") // counts as error
-	m.LimitRefused(KindUser)
-	m.LimitRefused(LimitKind(42)) // ignored
+	m.Request(requestConnect)
+	m.Request(requestConnect)
+	m.Request(requestConnect)
+	m.Request(requestHTTP)
+	m.TunnelResult(resultOK)
+	m.TunnelResult(resultOK)
+	m.TunnelResult(resultLimited)
+	m.TunnelResult(resultError)
+	m.LimitRefused(limit.KindUser)
+	m.LimitRefused(limit.Kind(42)) // ignored
 	m.TunnelOpened()
 	m.TunnelOpened()
 	m.TunnelClosed(90 * time.Minute)
@@ -136,9 +140,9 @@ func TestMetricsScrape(t *testing.T) {
 	m.AddBytes(24, 0)
 	m.ObserveDial(3 * time.Millisecond)
 	m.ObserveQueueWait(200 * time.Millisecond)
-	m.AuthFailed("missing")
-	m.AuthFailed("throttled")
-	m.AuthFailed("made-up") // counts as invalid
+	m.AuthFailed(authMissing)
+	m.AuthFailed(authThrottled)
+	m.AuthFailed(authInvalid)
 	m.InitACLRules("block-metadata", "internal")
 	m.ACLDenied("block-metadata")
 	m.ACLDenied("")
@@ -181,20 +185,29 @@ func TestMetricsScrape(t *testing.T) {
 		`wsegress_pool_slots_in_use{kind="pending"}`:         1,
 		`wsegress_queue_waiting{kind="global"}`:              0,
 	})
-	if _, ok := after[`wsegress_tunnels_total{result="no-such-result"}`]; ok {
-		t.Error("an unknown result created its own series")
-	}
 
 	// The pool gauges are read at scrape time: a queued waiter shows.
-	s3 := limMustAcquire(t, lim, k)
-	w, e := limQueued(t, t.Context(), lim, k, 1)
+	s3, err := lim.Acquire(t.Context(), k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := make(chan *limit.Slot, 1)
+	go func() {
+		s, _ := lim.Acquire(t.Context(), k, time.Minute)
+		queued <- s
+	}()
+	eventually(t, 10*time.Second, "one waiter", func() bool { return lim.Waiting() == 1 })
 	metricsWant(t, metricsScrape(t, srv), map[string]float64{
 		`wsegress_pool_slots_in_use{kind="user"}`:  3,
 		`wsegress_queue_waiting{kind="user"}`:      1,
 		`wsegress_queue_waiting{kind="client_ip"}`: 0,
 	})
 	s3.Release()
-	limRecv(t, w, e).Release()
+	if s := <-queued; s == nil {
+		t.Fatal("the queued Acquire failed")
+	} else {
+		s.Release()
+	}
 
 	// Without a source the pool gauges disappear rather than lie.
 	m.SetPoolSource(nil)
@@ -204,8 +217,8 @@ func TestMetricsScrape(t *testing.T) {
 }
 
 func TestMetricsOwnRegistry(t *testing.T) {
-	a, b := NewMetrics(), NewMetrics() // would panic on a shared registry
-	a.TunnelResult("ok")
+	a, b := newMetrics(), newMetrics() // would panic on a shared registry
+	a.TunnelResult(resultOK)
 	if a.Registry() == b.Registry() || a.Registry() == prometheus.DefaultRegisterer {
 		t.Fatal("Metrics share a registry")
 	}
@@ -228,7 +241,7 @@ func TestMetricsHealth(t *testing.T) {
 		}
 		return nil
 	}
-	srv := httptest.NewServer(NewMetrics().Handler(ready))
+	srv := httptest.NewServer(newMetrics().Handler(ready))
 	t.Cleanup(srv.Close)
 	get := func(method, path string) (int, string) {
 		t.Helper()
@@ -267,7 +280,7 @@ func TestMetricsHealth(t *testing.T) {
 	check("GET", "/nope", 404, "")
 
 	// A nil Metrics still answers health checks, and nil ready means ready.
-	var nilM *Metrics
+	var nilM *metrics
 	srv2 := httptest.NewServer(nilM.Handler(nil))
 	t.Cleanup(srv2.Close)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 404} {
@@ -283,19 +296,19 @@ func TestMetricsHealth(t *testing.T) {
 }
 
 func TestMetricsNil(t *testing.T) {
-	var m *Metrics
-	m.TunnelResult("ok")
+	var m *metrics
+	m.TunnelResult(resultOK)
 	m.TunnelOpened()
 	m.TunnelClosed(time.Second)
 	m.AddBytes(1, 2)
 	m.ObserveDial(time.Millisecond)
 	m.ObserveQueueWait(time.Millisecond)
-	m.AuthFailed("invalid")
+	m.AuthFailed(authInvalid)
 	m.ACLDenied("r")
 	m.InitACLRules("r")
-	m.LimitRefused(KindGlobal)
-	m.Request("connect")
-	m.SetPoolSource(func() []Usage { return nil })
+	m.LimitRefused(limit.KindGlobal)
+	m.Request(requestConnect)
+	m.SetPoolSource(func() []limit.Usage { return nil })
 	if m.Registry() != nil {
 		t.Error("nil Metrics has a registry")
 	}
@@ -303,14 +316,26 @@ func TestMetricsNil(t *testing.T) {
 
 // BenchmarkMetricsTunnel is the metrics cost of one tunnel's life.
 func BenchmarkMetricsTunnel(b *testing.B) {
-	m := NewMetrics()
+	m := newMetrics()
 	b.ReportAllocs()
 	for b.Loop() {
-		m.Request("connect")
+		m.Request(requestConnect)
 		m.ObserveDial(2 * time.Millisecond)
-		m.TunnelResult("ok")
+		m.TunnelResult(resultOK)
 		m.TunnelOpened()
 		m.AddBytes(512, 4096)
 		m.TunnelClosed(3 * time.Second)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/limit"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // Server is a running proxy. Create it with New, start it with Serve or
@@ -23,17 +25,18 @@ import (
 // http.Server.Shutdown does not wait for hijacked connections
 // (golang/go#17721), so the Server tracks them itself.
 type Server struct {
-	cfg     Config
 	log     *slog.Logger
 	dialer  *dialer
-	relay   Relay
-	limiter *Limiter
-	pending *Gate
-	metrics *Metrics
+	relay   relay.Relay
+	limiter *limit.Limiter
+	pending *limit.Gate
+	metrics *metrics
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
 
-	state atomic.Pointer[state] // swapped whole on Reload
+	// state is the configuration snapshot, swapped whole on Reload (under
+	// mu) and read once per request, never mutated.
+	state atomic.Pointer[state]
 
 	// baseCtx parents every request and tunnel; cancelling it force-closes
 	// all tunnels at the end of Shutdown.
@@ -44,13 +47,14 @@ type Server struct {
 	tunnels    map[*tunnel]struct{}
 	draining   bool
 	self       acl.Options    // the proxy's own addresses, denied as targets
-	cfgNow     Config         // the config of the last successful New/Reload
 	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
 	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
 }
 
-// state is what a reload replaces: read once per request, never mutated.
+// state is what a reload replaces: the configuration and what is compiled
+// from it. Read once per request, never mutated.
 type state struct {
+	cfg    Config
 	policy *acl.Policy
 	auth   *auth.Authenticator // nil: no authentication
 }
@@ -69,25 +73,23 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
 		log:     log,
 		dialer:  d,
-		limiter: NewLimiter(cfg.Limits),
-		pending: new(Gate), // always counted, so metrics show it and a reload can set a limit
-		metrics: NewMetrics(),
+		limiter: limit.New(cfg.Limits),
+		pending: new(limit.Gate), // always counted, so metrics show it and a reload can set a limit
+		metrics: newMetrics(),
 		tunnels: make(map[*tunnel]struct{}),
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
-	s.relay = Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
+	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
 	st, err := s.buildState(cfg, acl.Options{}, nil)
 	if err != nil {
 		return nil, err
 	}
 	s.state.Store(st)
-	s.cfgNow = cfg
-	s.gp = s.newGoproxy()
+	s.gp = s.newGoproxy(cfg)
 	s.http = &http.Server{
 		Handler:                      s,
 		ReadHeaderTimeout:            cfg.HeaderTimeout,
@@ -107,7 +109,7 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	if err != nil {
 		return nil, fmt.Errorf("acl: %w", err)
 	}
-	st := &state{policy: pol}
+	st := &state{cfg: cfg, policy: pol}
 	names := []string{acl.RuleDefault, acl.RuleNonPublic, acl.RuleSelf}
 	for _, r := range pol.Rules() {
 		names = append(names, r.Name)
@@ -133,10 +135,11 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 	return st, nil
 }
 
-// Reload applies a new configuration to new requests: users, groups, ACL
-// and limits. Open tunnels are never touched; a lowered limit only refuses
-// new tunnels until usage drops. Listen address and timeouts are fixed at
-// New. On error nothing changes.
+// Reload applies a new configuration to new requests: users, groups and
+// their options, realm, ACL and limits. Open tunnels are never touched; a
+// lowered limit only refuses new tunnels until usage drops. Every other
+// field (listen address, timeouts, upstream...) is fixed at New. On error
+// nothing changes.
 func (s *Server) Reload(cfg Config) error {
 	cfg = cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -144,14 +147,14 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, err := s.buildState(cfg, s.self, s.state.Load())
+	old := s.state.Load()
+	st, err := s.buildState(cfg.reloadInto(old.cfg), s.self, old)
 	if err != nil {
 		return err
 	}
 	s.state.Store(st)
 	s.limiter.SetLimits(cfg.Limits)
 	s.pending.SetLimit(cfg.MaxPending)
-	s.cfgNow = cfg
 	return nil
 }
 
@@ -159,10 +162,11 @@ func (s *Server) Reload(cfg Config) error {
 // Shutdown. It always returns a non-nil error (http.ErrServerClosed after
 // Shutdown).
 func (s *Server) ListenAndServe() error {
-	lc := net.ListenConfig{KeepAlive: s.cfg.KeepAlive}
-	ln, err := lc.Listen(s.baseCtx, "tcp", s.cfg.Listen)
+	cfg := s.state.Load().cfg
+	lc := net.ListenConfig{KeepAlive: cfg.KeepAlive}
+	ln, err := lc.Listen(s.baseCtx, "tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	return s.Serve(ln)
 }
@@ -188,7 +192,7 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.cfg.HeaderTimeout}
+	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.state.Load().cfg.HeaderTimeout}
 	s.mu.Lock()
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
@@ -209,7 +213,8 @@ func (s *Server) addSelf(a net.Addr) error {
 		// Listening on every interface: any local address is us.
 		s.self.LocalAddrs, _ = acl.LocalAddrs()
 	}
-	st, err := s.buildState(s.cfgNow, s.self, s.state.Load())
+	old := s.state.Load()
+	st, err := s.buildState(old.cfg, s.self, old)
 	if err != nil {
 		return err
 	}
@@ -238,16 +243,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	s.cancelBase() // ends running relays and pending dials
+	// Cancelling the base context ends everything that is left: pending
+	// dials, relays (through the relay's own context; nothing closes a
+	// socket under it), and tunnels still in their handshake after hijack
+	// (each tunnel closes its own conns, see tunnel.hijack).
+	s.cancelBase()
 	s.http.Close()
-	// Close every established tunnel's sockets too, whatever it is doing
-	// (a relay, or passing back a target's refusal), so nothing can keep
-	// the final wait from ending.
 	s.mu.Lock()
-	for t := range s.tunnels {
-		t.client.Close()
-		t.target.Close()
-	}
 	metricsSrv := s.metricsSrv
 	s.mu.Unlock()
 	<-done
@@ -306,7 +308,7 @@ func (s *Server) ready() error {
 	if draining {
 		return errors.New("draining")
 	}
-	if !s.cfg.ReadyWhenFull && s.limiter.Full() {
+	if !s.state.Load().cfg.ReadyWhenFull && s.limiter.Full() {
 		return errors.New("tunnel pool full")
 	}
 	return nil
@@ -314,6 +316,9 @@ func (s *Server) ready() error {
 
 // countBytes feeds the byte counters as tunnels move data.
 func (s *Server) countBytes(up bool, n int64) {
+	if n == 0 {
+		return
+	}
 	if up {
 		s.metrics.AddBytes(n, 0)
 	} else {
@@ -322,7 +327,7 @@ func (s *Server) countBytes(up bool, n int64) {
 }
 
 // poolUsage feeds the pool gauges at scrape time.
-func (s *Server) poolUsage() []Usage {
+func (s *Server) poolUsage() []limit.Usage {
 	u := s.limiter.Usage()
 	return append(u, s.pending.Usage())
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wsegress/wsegress/acl"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // maxResponseHead bounds a target's response headers to an upgrade.
@@ -27,86 +28,77 @@ const maxResponseHead = 64 << 10
 // Connection: close.
 func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	r := q.r
-	a, ok := s.admitTunnel(w, q)
-	if !ok {
-		return
-	}
-	defer a.done()
 	if r.Method != http.MethodGet || r.ContentLength != 0 {
-		s.refuse(w, q, fmt.Errorf("%w: an upgrade must be a GET without a body", ErrBadRequest))
+		s.refuse(w, q, fmt.Errorf("%w: an upgrade must be a GET without a body", errBadRequest))
 		return
 	}
 	switch r.URL.Scheme {
 	case "http", "ws":
 	default:
-		s.refuse(w, q, fmt.Errorf("%w: scheme %q cannot be upgraded in absolute form; use CONNECT", ErrBadRequest, r.URL.Scheme))
+		s.refuse(w, q, fmt.Errorf("%w: scheme %q cannot be upgraded in absolute form; use CONNECT", errBadRequest, r.URL.Scheme))
 		return
 	}
-	t, err := acl.ParseURLTarget(r.URL)
-	target, slot, ok := s.reach(w, q, t, err)
+	t, ok := s.admit(w, q)
 	if !ok {
+		return
+	}
+	target, err := acl.ParseURLTarget(r.URL)
+	if !t.reach(w, target, err) {
 		return
 	}
 	// Hijack before the exchange: bytes the client sent behind its request
 	// headers (a first frame; the 8 key bytes of an old hixie-76
 	// handshake, which the server needs before it answers) go to the
 	// target right behind the request, as the client sent them.
-	client, pipelined, ok := s.hijack(w, q, target, slot)
+	pipelined, ok := t.hijack(w)
 	if !ok {
 		return
 	}
-	head, br, up, err := s.exchangeHead(target, r, q.target, pipelined)
+	headerTimeout := q.st.cfg.HeaderTimeout
+	head, br, up, err := exchangeHead(t.target, r, q.target, pipelined, headerTimeout)
+	if err == nil && statusOf(head) == 0 {
+		err = fmt.Errorf("%w: not an HTTP response", errUpstream)
+	}
 	if err != nil {
-		target.Close()
-		slot.Release()
-		s.refuseRaw(client, q, err)
-		client.Close()
+		t.refuseRaw(err)
 		return
 	}
 	status := statusOf(head)
-	if status == 0 {
-		target.Close()
-		slot.Release()
-		s.refuseRaw(client, q, fmt.Errorf("%w: not an HTTP response", ErrUpstream))
-		client.Close()
-		return
-	}
-	tn := s.newTunnel(q, status, client, target, slot)
-	a.handedOff = true
-	tn.up = up
+	t.establish(status)
+	t.up = up
 	if status != http.StatusSwitchingProtocols {
 		// Bounded like the head: a target that stalls in its body must
 		// not hold the tunnel (and a drain) forever.
-		deadline := time.Now().Add(s.cfg.HeaderTimeout)
-		target.SetReadDeadline(deadline)
-		client.SetWriteDeadline(deadline)
-		n, err := passRefusal(client, head, br, r)
-		tn.down = n
-		s.finish(tn, RelayResult{Reason: EndTargetRefused, Err: err})
+		deadline := time.Now().Add(headerTimeout)
+		t.target.SetReadDeadline(deadline)
+		t.client.SetWriteDeadline(deadline)
+		n, err := passRefusal(t.client, head, br, r)
+		t.down = n
+		t.close(relay.Result{Reason: endTargetRefused, Err: err})
 		return
 	}
 	// The 101 goes back untouched, with any bytes the target sent right
 	// behind it; from then on the relay moves everything.
-	n, err := client.Write(head)
-	tn.down = int64(n)
+	n, err := t.client.Write(head)
+	t.down = int64(n)
 	if err == nil {
 		var m int64
-		m, err = forwardBuffered(br, client)
-		tn.down += m
+		m, err = forwardBuffered(br, t.client)
+		t.down += m
 	}
 	if err != nil {
-		s.finish(tn, RelayResult{Reason: EndError, Err: err})
+		t.close(relay.Result{Reason: relay.EndError, Err: err})
 		return
 	}
-	go s.runTunnel(tn)
+	t.relay()
 }
 
 // exchangeHead writes the upgrade request and the client's pipelined bytes
 // to the target and reads the raw bytes of its response head (status line
 // and headers, through the blank line). The returned reader holds whatever
 // the target sent after that; up counts the pipelined bytes.
-func (s *Server) exchangeHead(target net.Conn, r *http.Request, t acl.Target, pipelined bufferedReader) (head []byte, br *bufio.Reader, up int64, err error) {
-	target.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+func exchangeHead(target net.Conn, r *http.Request, t acl.Target, pipelined bufferedReader, timeout time.Duration) (head []byte, br *bufio.Reader, up int64, err error) {
+	target.SetDeadline(time.Now().Add(timeout))
 	defer target.SetDeadline(time.Time{})
 	if _, err := target.Write(upgradeRequest(r, t)); err != nil {
 		return nil, nil, 0, fmt.Errorf("write upgrade request: %w", err)
@@ -119,10 +111,10 @@ func (s *Server) exchangeHead(target net.Conn, r *http.Request, t acl.Target, pi
 		line, err := br.ReadSlice('\n')
 		head = append(head, line...)
 		if err != nil && err != bufio.ErrBufferFull {
-			return nil, nil, up, fmt.Errorf("%w: read upgrade response: %w", ErrUpstream, err)
+			return nil, nil, up, fmt.Errorf("%w: read upgrade response: %w", errUpstream, err)
 		}
 		if len(head) > maxResponseHead {
-			return nil, nil, up, fmt.Errorf("%w: response head over %d bytes", ErrUpstream, maxResponseHead)
+			return nil, nil, up, fmt.Errorf("%w: response head over %d bytes", errUpstream, maxResponseHead)
 		}
 		if err == nil && (string(line) == "\r\n" || string(line) == "\n") && len(head) > len(line) {
 			return head, br, up, nil
@@ -152,23 +144,23 @@ func statusOf(head []byte) int {
 func passRefusal(client net.Conn, head []byte, br *bufio.Reader, r *http.Request) (int64, error) {
 	resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(bytes.NewReader(head), br)), r)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrUpstream, err)
+		return 0, fmt.Errorf("%w: %w", errUpstream, err)
 	}
 	defer resp.Body.Close()
 	removeHopHeaders(resp.Header)
 	resp.Close = true
-	cw := &countWriter{w: client}
+	cw := &writeCounter{w: client}
 	err = resp.Write(cw)
 	return cw.n, err
 }
 
-// countWriter counts bytes written through it.
-type countWriter struct {
+// writeCounter is an io.Writer that counts the bytes written through it.
+type writeCounter struct {
 	w io.Writer
 	n int64
 }
 
-func (c *countWriter) Write(p []byte) (int, error) {
+func (c *writeCounter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err

@@ -26,6 +26,7 @@ import (
 // TestWebSocketEcho opens ws:// and wss:// through CONNECT with gorilla
 // and checks text, a 1 MiB binary message, ping/pong and a clean close.
 func TestWebSocketEcho(t *testing.T) {
+	checkNoLeaks(t)
 	w := newWorld(t, nil)
 	for _, tc := range []struct {
 		name, url string
@@ -442,6 +443,7 @@ func TestAbsoluteFormUpgradeVerbatim(t *testing.T) {
 
 // TestUpgradeRefusedByTarget: a non-101 answer is passed back, then closed.
 func TestUpgradeRefusedByTarget(t *testing.T) {
+	checkNoLeaks(t)
 	ln, conns := rawTarget(t)
 	w := newWorld(t, withAllow(ln.Addr()))
 	addr := ln.Addr().String()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -282,6 +281,12 @@ func TestLimitPending(t *testing.T) {
 	if err != nil || resp.StatusCode != 503 || !strings.Contains(body, "pending") || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("4th CONNECT = %v %q %v; want 503 naming the pending limit, with Retry-After", resp, body, err)
 	}
+	// Plain-HTTP forwarding passes the same gate.
+	fresp, fbody, fc, _ := w.rawRequest("GET http://" + w.ws.Listener.Addr().String() + "/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	fc.Close()
+	if fresp.StatusCode != 503 || !strings.Contains(fbody, "pending") {
+		t.Errorf("forwarded GET while pending is full = %d %q; want 503 naming the pending limit", fresp.StatusCode, fbody)
+	}
 	close(release)
 	for range 3 {
 		r := <-results
@@ -354,7 +359,7 @@ func TestLimitChurn(t *testing.T) {
 	}
 
 	s.metrics(t) // warm the scraper's code paths before counting
-	socks0, pipes0 := fdKinds(t)
+	_, socks0, pipes0 := fdCounts(t)
 	g0 := runtime.NumGoroutine()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -398,46 +403,22 @@ func TestLimitChurn(t *testing.T) {
 	if ok := s.value(t, `wsegress_tunnels_total{result="ok"}`); ok < total/2 {
 		t.Errorf("tunnels_total{result=ok} = %v; want at least %d", ok, total/2)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	eventuallyErr(t, 20*time.Second, func() error {
 		m := s.metrics(t)
-		socks, pipes := fdKinds(t)
+		_, socks, pipes := fdCounts(t)
 		gs := runtime.NumGoroutine()
 		global, pending := m[`wsegress_pool_slots_in_use{kind="global"}`], m[`wsegress_pool_slots_in_use{kind="pending"}`]
 		state := fmt.Sprintf("socket fds %d (baseline %d), pipe fds %d (%d), goroutines %d (%d), global slots %v, pending %v, open tunnels %d",
 			socks, socks0, pipes, pipes0, gs, g0, global, pending, w.proxy.OpenTunnels())
 		if socks <= socks0 && pipes <= pipes0+maxSparePipeFDs && gs <= g0 && w.proxy.OpenTunnels() == 0 && global == 0 && pending == 0 {
 			t.Logf("after %d tunnels: %s", total, state)
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("20s after %d tunnels: %s; want all back to baseline", total, state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("after %d tunnels: %s; want all back to baseline", total, state)
+	})
 }
 
 // maxSparePipeFDs is the relay's bounded cache of splice pipes (64 pipes,
-// two fds each, proxy/relay_linux.go relaySparePipes): kept on purpose
+// two fds each, proxy/relay/copy_linux.go maxSparePipes): kept on purpose
 // for reuse, so fds in pipes may stay up to that much above the baseline.
 const maxSparePipeFDs = 2 * 64
-
-// fdKinds counts this process's open sockets and pipes.
-func fdKinds(t *testing.T) (sockets, pipes int) {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	for _, e := range ents {
-		l, err := os.Readlink("/proc/self/fd/" + e.Name())
-		switch {
-		case err != nil:
-		case strings.HasPrefix(l, "socket:"):
-			sockets++
-		case strings.HasPrefix(l, "pipe:"):
-			pipes++
-		}
-	}
-	return sockets, pipes
-}

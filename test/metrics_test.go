@@ -202,17 +202,12 @@ func TestMetricsPipelinedBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := float64(len(hs) + len(maskedFrame("x")))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := s.value(t, `wsegress_bytes_total{direction="up"}`)
-		if got >= want {
-			break
+	eventuallyErr(t, 5*time.Second, func() error {
+		if got := s.value(t, `wsegress_bytes_total{direction="up"}`); got < want {
+			return fmt.Errorf(`wsegress_bytes_total{direction="up"} = %v; want >= %v (the handshake sent with the CONNECT plus one frame)`, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf(`wsegress_bytes_total{direction="up"} = %v; want >= %v (the handshake sent with the CONNECT plus one frame)`, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestReadyzWhileDraining: /readyz turns 503 once Shutdown starts, while

@@ -175,33 +175,70 @@ func firstLine(s string) string {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	eventuallyErr(t, d, func() error {
+		if cond() {
+			return nil
+		}
+		return fmt.Errorf("waiting for %s", what)
+	})
+}
+
+// eventuallyErr polls cond until it returns nil, failing t with cond's
+// last error once d has passed. It is the only polling loop of the tests.
+func eventuallyErr(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(d)
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			t.Fatalf("timed out after %v: %v", d, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(t *testing.T) int {
+// fdCounts counts this process's open file descriptors: all of them, and
+// the sockets and pipes among them. It skips t where /proc is missing.
+func fdCounts(t *testing.T) (total, sockets, pipes int) {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip("no /proc/self/fd")
 	}
-	return len(ents)
+	for _, e := range ents {
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		switch {
+		case err != nil:
+		case strings.HasPrefix(l, "socket:"):
+			sockets++
+		case strings.HasPrefix(l, "pipe:"):
+			pipes++
+		}
+	}
+	return len(ents), sockets, pipes
 }
 
 // checkNoLeaks records goroutines and fds now and, at cleanup, waits for
-// both to come back to that level.
+// both to come back to that level (pipes: within the relay's bounded cache
+// of spare splice pipes, maxSparePipeFDs). Call it before newWorld, so that
+// its check runs after the world's own cleanup.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	g0, f0 := runtime.NumGoroutine(), openFDs(t)
+	g0 := runtime.NumGoroutine()
+	f0, _, p0 := fdCounts(t)
 	t.Cleanup(func() {
-		eventually(t, 10*time.Second, fmt.Sprintf("goroutines back to %d and fds to %d", g0, f0), func() bool {
-			return runtime.NumGoroutine() <= g0 && openFDs(t) <= f0
+		eventuallyErr(t, 10*time.Second, func() error {
+			g := runtime.NumGoroutine()
+			f, _, p := fdCounts(t)
+			if g <= g0 && f-p <= f0-p0 && p <= p0+maxSparePipeFDs {
+				return nil
+			}
+			buf := make([]byte, 1<<16)
+			buf = buf[:runtime.Stack(buf, true)]
+			return fmt.Errorf("goroutines %d (before: %d), fds %d (before: %d); goroutines:\n%s", g, g0, f, f0, buf)
 		})
 	})
 }

@@ -135,6 +135,10 @@ func serve(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return cli.Exit(err, 2)
 	}
+	if upstreamPasswordInArgs(c) {
+		log.Warn("--upstream carries a password on the command line, where any local user can read it (ps); " +
+			"pass the URL in $WSEGRESS_UPSTREAM or --upstream-file instead")
+	}
 	srv, err := proxy.New(cfg, log)
 	if err != nil {
 		return cli.Exit(err, 2)

@@ -50,7 +50,9 @@ func serveFlags() []cli.Flag {
 		dur("header-timeout", 10*time.Second, "bound on reading request headers"),
 		dur("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long open tunnels may finish before they are closed"),
 		num("max-header-bytes", 32<<10, "largest request header accepted (larger: 431)"),
-		str("upstream", "", "parent proxy for all targets: socks5://[user:pass@]host:port or http://[user:pass@]host:port"),
+		str("upstream", "", "parent proxy for all targets: socks5://[user:pass@]host:port or http://[user:pass@]host:port; "+
+			"a password given here shows in ps: pass it in $WSEGRESS_UPSTREAM or --upstream-file instead"),
+		str("upstream-file", "", "read the --upstream URL (with its password) from this file"),
 		str("log-format", "text", "text or json"),
 		str("log-level", "info", "debug, info, warn or error"),
 
@@ -154,7 +156,9 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 		MetricsListen: c.String("metrics-listen"),
 		ReadyWhenFull: c.Bool("ready-when-full"),
 	}
-	if u := c.String("upstream"); u != "" {
+	if u, err := upstreamURL(c); err != nil {
+		errs = append(errs, err)
+	} else if u != "" {
 		pu, err := url.Parse(u)
 		if err != nil {
 			// url.Error text may quote part of the password: say nothing of it.
@@ -197,6 +201,39 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 	}
 	cfg = cfg.Defaults()
 	return cfg, cfg.Validate()
+}
+
+// upstreamURL is the --upstream URL, from the flag (or its environment
+// variable) or read from --upstream-file; "" means none.
+func upstreamURL(c *cli.Context) (string, error) {
+	u, file := c.String("upstream"), c.String("upstream-file")
+	if file == "" {
+		return u, nil
+	}
+	if u != "" {
+		return "", errors.New("--upstream and --upstream-file both set: give one")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--upstream-file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// upstreamPasswordInArgs reports whether --upstream was given on the
+// command line (not through $WSEGRESS_UPSTREAM) with a password, which
+// every local user can then read with ps.
+func upstreamPasswordInArgs(c *cli.Context) bool {
+	u := c.String("upstream")
+	if u == "" || !c.IsSet("upstream") || os.Getenv(env("upstream")[0]) == u {
+		return false
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	_, ok := pu.User.Password()
+	return ok
 }
 
 // pick is a flag's value when set on the command line or environment,

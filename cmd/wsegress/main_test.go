@@ -29,6 +29,8 @@ func TestCommands(t *testing.T) {
 	os.WriteFile(cfg, []byte("acl:\n  rules:\n    - action: allow\n      target: \"*.example.com:443\"\nlimits:\n  max_tunnels_per_ip: 3\n"), 0o600)
 	report := filepath.Join(dir, "report.yaml")
 	os.WriteFile(report, []byte("acl:\n  rules:\n    - name: trial\n      action: report\n      target: 203.0.113.7\n    - name: ws\n      action: allow\n      target: 203.0.113.0/24:443\n      websocket_only: true\n"), 0o600)
+	upFile := filepath.Join(dir, "upstream")
+	os.WriteFile(upFile, []byte("http://bob:pa%2Fss@127.0.0.1:3128\n"), 0o600)
 	typo := filepath.Join(dir, "typo.yaml")
 	os.WriteFile(typo, []byte("acl:\n  rulez: []\n"), 0o600)
 	ctx := context.Background()
@@ -48,6 +50,9 @@ func TestCommands(t *testing.T) {
 		{"serve stray argument", []string{"serve", "extra", "--htpasswd", "x"}, "", `unexpected argument "extra"`, 2},
 		{"serve open proxy refused", []string{"serve", "--listen", "0.0.0.0:0"}, "", "--no-auth", 2},
 		{"upstream password not echoed", []string{"check", "--upstream", "http://bob:pa/ss@127.0.0.1:3128"}, "", "percent-encode", 1},
+		{"upstream from a file", []string{"explain", "--upstream-file", upFile, "example.com:443"}, "via upstream", "", 0},
+		{"upstream and upstream file", []string{"check", "--upstream", "http://127.0.0.1:1", "--upstream-file", upFile}, "", "give one", 1},
+		{"upstream file missing", []string{"check", "--upstream-file", filepath.Join(dir, "nope")}, "", "--upstream-file", 1},
 		{"explain loopback denied", []string{"explain", "127.0.0.1:443"}, "deny by \"builtin:non-public\"", "", 0},
 		{"explain named loopback allowed", []string{"explain", "--allow", "127.0.0.1:9000", "127.0.0.1:9000"}, "allow by", "", 0},
 		{"explain bad target", []string{"explain", "127.1:443"}, "", "non-canonical", 1},
@@ -110,13 +115,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"wsegress", "serve", "--listen", "127.0.0.1:0", "--drain-timeout", "1s"}, strings.NewReader(""), &out, &out)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "msg=listening") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no listening line: %s", out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "the listening line", func() bool { return strings.Contains(out.String(), "msg=listening") })
 	cancel()
 	select {
 	case err := <-done:
@@ -128,6 +127,59 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "msg=stopped") {
 		t.Errorf("no stopped line: %s", out.String())
+	}
+}
+
+// TestUpstreamPasswordWarning: a password in --upstream on the command
+// line is warned about at start (without the password); the same URL in
+// $WSEGRESS_UPSTREAM is not.
+func TestUpstreamPasswordWarning(t *testing.T) {
+	const up = "http://bob:s3cret@127.0.0.1:1"
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      string
+		wantWarn bool
+	}{
+		{"flag with password", []string{"--upstream", up}, "", true},
+		{"flag without password", []string{"--upstream", "http://127.0.0.1:1"}, "", false},
+		{"environment", nil, up, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("WSEGRESS_UPSTREAM", tc.env)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var out syncBuffer
+			done := make(chan error, 1)
+			args := append([]string{"wsegress", "serve", "--listen", "127.0.0.1:0", "--drain-timeout", "1s"}, tc.args...)
+			go func() { done <- run(ctx, args, strings.NewReader(""), &out, &out) }()
+			eventually(t, 10*time.Second, "the listening line", func() bool { return strings.Contains(out.String(), "msg=listening") })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+			log := out.String()
+			if got := strings.Contains(log, "carries a password"); got != tc.wantWarn {
+				t.Errorf("warning logged = %v; want %v:\n%s", got, tc.wantWarn, log)
+			}
+			if strings.Contains(log, "s3cret") {
+				t.Errorf("the log shows the password:\n%s", log)
+			}
+		})
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

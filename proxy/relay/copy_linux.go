@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package relay
 
 import (
 	"errors"
@@ -15,18 +15,18 @@ import (
 )
 
 const (
-	// relayPipeSize is the pipe capacity asked for: one splice moves up to
+	// defaultPipeSize is the pipe capacity asked for: one splice moves up to
 	// this much. BenchmarkRelayBulk shows no CPU difference between 64 KiB,
 	// 256 KiB and 1 MiB on loopback, and 256 KiB did best both ways at once;
 	// 1 MiB pipes would also spend an unprivileged user's whole pipe budget
 	// (fs.pipe-user-pages-soft, 64 MiB) on the spares alone.
-	relayPipeSize = 256 << 10
-	// relaySparePipes bounds the pipes a Relay keeps between bursts; more
+	defaultPipeSize = 256 << 10
+	// maxSparePipes bounds the pipes a Relay keeps between bursts; more
 	// are closed when given back.
-	relaySparePipes = 64
-	// relaySpliceFlags: MOVE is a hint to move pages rather than copy them;
+	maxSparePipes = 64
+	// spliceFlags: MOVE is a hint to move pages rather than copy them;
 	// NONBLOCK makes the pipe side non-blocking (Go's sockets already are).
-	relaySpliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 )
 
 // errSpliceUnsupported: the kernel refused to splice from this socket type
@@ -37,10 +37,10 @@ var errSpliceUnsupported = errors.New("splice not supported")
 // direction parks again instead of waiting in Go's poller.
 var errWouldBlock = errors.New("source has no data now")
 
-// relaySys is a copier's Linux state. The callbacks are bound once per
+// sysState is a copier's Linux state. The callbacks are bound once per
 // tunnel so that handing them to RawConn.Read/Write allocates nothing per
 // chunk; they report through n and err.
-type relaySys struct {
+type sysState struct {
 	src     syscall.RawConn // set if src's socket can be used directly
 	dst     syscall.RawConn // set too if both sockets can splice
 	pipe    *splicePipe     // held only while a bulk burst moves
@@ -73,7 +73,7 @@ func rawSocket(c net.Conn) syscall.RawConn {
 	return rc
 }
 
-func (c *relayCopier) init() {
+func (c *copier) init() {
 	if c.sys.src = rawSocket(c.src); c.sys.src == nil {
 		return
 	}
@@ -83,14 +83,14 @@ func (c *relayCopier) init() {
 	}
 }
 
-func (c *relayCopier) canSplice() bool { return c.sys.dst != nil }
+func (c *copier) canSplice() bool { return c.sys.dst != nil }
 
 // readChunk waits until src has data and returns it in a pooled buffer.
 // The buffer is borrowed only once data is there (see recv): a direction
 // waiting on an idle socket holds nothing, and a small frame costs a read
 // that finds nothing, a wake-up, a read and a write, as in Go's own
 // read loop.
-func (c *relayCopier) readChunk() (*[]byte, int, error) {
+func (c *copier) readChunk() (*[]byte, int, error) {
 	if c.sys.src == nil {
 		return c.readBlocking()
 	}
@@ -121,7 +121,7 @@ func (c *relayCopier) readChunk() (*[]byte, int, error) {
 // poller to wait. It must try the read itself: Go's poller is
 // edge-triggered and RawConn.Read resets its state first, so a callback that
 // just returned false would sleep through data already there.
-func (c *relayCopier) recv(fd uintptr) bool {
+func (c *copier) recv(fd uintptr) bool {
 	bufs := &c.t.spares.bufs
 	bp := bufs.Get().(*[]byte)
 	for {
@@ -150,7 +150,7 @@ func (c *relayCopier) recv(fd uintptr) bool {
 // waitReadable blocks until src has data, EOF or an error, holding nothing.
 // A bulk burst starts with it, so that the burst is spliced from its first
 // byte.
-func (c *relayCopier) waitReadable() error {
+func (c *copier) waitReadable() error {
 	for {
 		c.sys.err = nil
 		err := c.sys.src.Read(c.sys.peekFn)
@@ -175,7 +175,7 @@ func (c *relayCopier) waitReadable() error {
 //
 // The raw syscall passes no address buffer: unix.Recvfrom's would escape to
 // the heap on every wait. MSG_DONTWAIT means it never blocks.
-func (c *relayCopier) peek(fd uintptr) bool {
+func (c *copier) peek(fd uintptr) bool {
 	for {
 		_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.sys.peekBuf[0])), 1,
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
@@ -203,10 +203,10 @@ func (c *relayCopier) peek(fd uintptr) bool {
 // rest of the burst is spliced through a pipe borrowed from the Relay. While
 // bursts stay bulk, the next one is spliced from its first byte. Either way
 // the wait holds nothing. It returns io.EOF when src ends.
-func (c *relayCopier) spliceLoop() error { return c.spliceFrom(false) }
+func (c *copier) spliceLoop() error { return c.spliceFrom(false) }
 
 // spliceFrom is spliceLoop, starting with a bulk burst if bulk is set.
-func (c *relayCopier) spliceFrom(bulk bool) error {
+func (c *copier) spliceFrom(bulk bool) error {
 	pipes := c.t.spares.pipes
 	for {
 		if bulk {
@@ -232,7 +232,7 @@ func (c *relayCopier) spliceFrom(bulk bool) error {
 		err = c.spliceBurst()
 		c.sys.pipe = nil
 		pipes.put(p)
-		bulk = c.n-before >= relayBufSize
+		bulk = c.n-before >= bufSize
 		if err == errSpliceUnsupported {
 			return c.bufferLoop()
 		}
@@ -246,7 +246,7 @@ func (c *relayCopier) spliceFrom(bulk bool) error {
 // nil when src has nothing more for the moment (the pipe is then empty),
 // io.EOF at the end of src. It waits only for dst, and only while the pipe
 // holds data.
-func (c *relayCopier) spliceBurst() error {
+func (c *copier) spliceBurst() error {
 	p := c.sys.pipe
 	for {
 		c.sys.n, c.sys.err = 0, nil
@@ -286,9 +286,9 @@ func (c *relayCopier) spliceBurst() error {
 // fill splices from the socket fd into the empty pipe. It never waits: as
 // the pipe is empty, EAGAIN means the socket has nothing, and the caller
 // then gives the pipe back rather than hold it while idle.
-func (c *relayCopier) fill(fd uintptr) bool {
+func (c *copier) fill(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(int(fd), nil, c.sys.pipe.w, nil, c.sys.pipe.size, relaySpliceFlags)
+		n, err := unix.Splice(int(fd), nil, c.sys.pipe.w, nil, c.sys.pipe.size, spliceFlags)
 		if err == unix.EINTR {
 			continue
 		}
@@ -299,10 +299,10 @@ func (c *relayCopier) fill(fd uintptr) bool {
 
 // drain splices the pipe's data into the socket fd, asking to wait for
 // room (return false) when the socket is full.
-func (c *relayCopier) drain(fd uintptr) bool {
+func (c *copier) drain(fd uintptr) bool {
 	p := c.sys.pipe
 	for p.n > 0 {
-		n, err := unix.Splice(p.r, nil, int(fd), nil, p.n, relaySpliceFlags)
+		n, err := unix.Splice(p.r, nil, int(fd), nil, p.n, spliceFlags)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -360,7 +360,7 @@ type splicePipes struct {
 
 func newSplicePipes(size int) *splicePipes {
 	if size <= 0 {
-		size = relayPipeSize
+		size = defaultPipeSize
 	}
 	return &splicePipes{size: size}
 }
@@ -382,7 +382,7 @@ func (ps *splicePipes) get() (*splicePipe, error) {
 func (ps *splicePipes) put(p *splicePipe) {
 	if p.n == 0 {
 		ps.mu.Lock()
-		if len(ps.free) < relaySparePipes {
+		if len(ps.free) < maxSparePipes {
 			ps.free = append(ps.free, p)
 			ps.mu.Unlock()
 			return

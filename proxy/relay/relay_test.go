@@ -1,4 +1,4 @@
-package proxy
+package relay
 
 import (
 	"bytes"
@@ -19,38 +19,38 @@ import (
 	"time"
 )
 
-// relayMode says which of the relay's conns hide their socket, which picks
+// mode says which of the relay's conns hide their socket, which picks
 // the copier: splice (both sockets visible, Linux), buffer (the portable
 // fallback, as for a conn from an upstream SOCKS dialer), or mixed (a visible
 // client socket, an opaque target: waits for readability on one side only).
-type relayMode struct {
+type mode struct {
 	name                       string
 	opaqueClient, opaqueTarget bool
 }
 
-var relayModes = []relayMode{
+var modes = []mode{
 	{name: "splice"},
 	{name: "buffer", opaqueClient: true, opaqueTarget: true},
 	{name: "mixed", opaqueTarget: true},
 }
 
-// relayOpaque hides the *net.TCPConn (its fd) from the relay, as a wrapper
+// opaque hides the *net.TCPConn (its fd) from the relay, as a wrapper
 // from an upstream dialer would, but still half-closes.
-type relayOpaque struct{ net.Conn }
+type opaque struct{ net.Conn }
 
-func (o relayOpaque) CloseWrite() error { return o.Conn.(*net.TCPConn).CloseWrite() }
+func (o opaque) CloseWrite() error { return o.Conn.(*net.TCPConn).CloseWrite() }
 
-// relayTestTunnel is one tunnel under test. The test drives client and
+// testTunnel is one tunnel under test. The test drives client and
 // target (the far ends); Run owns clientSide and targetSide.
-type relayTestTunnel struct {
+type testTunnel struct {
 	client, target         *net.TCPConn
 	clientSide, targetSide net.Conn
 	cancel                 context.CancelCauseFunc
 	done                   chan struct{} // closed when Run has returned res
-	res                    RelayResult
+	res                    Result
 }
 
-func relayListen(t testing.TB) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,8 +60,8 @@ func relayListen(t testing.TB) net.Listener {
 	return ln
 }
 
-// relayConnPair returns both ends of a new loopback connection.
-func relayConnPair(t testing.TB, ln net.Listener) (dialed, accepted *net.TCPConn) {
+// connPair returns both ends of a new loopback connection.
+func connPair(t testing.TB, ln net.Listener) (dialed, accepted *net.TCPConn) {
 	t.Helper()
 	d, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -75,20 +75,20 @@ func relayConnPair(t testing.TB, ln net.Listener) (dialed, accepted *net.TCPConn
 	return d.(*net.TCPConn), a.(*net.TCPConn)
 }
 
-// relayStart starts r.Run on a new tunnel. Cleanup cancels it, waits for Run
+// startTunnel starts r.Run on a new tunnel. Cleanup cancels it, waits for Run
 // and closes the far ends.
-func relayStart(t testing.TB, r *Relay, ln net.Listener, m relayMode) *relayTestTunnel {
+func startTunnel(t testing.TB, r *Relay, ln net.Listener, m mode) *testTunnel {
 	t.Helper()
-	tt := &relayTestTunnel{done: make(chan struct{})}
+	tt := &testTunnel{done: make(chan struct{})}
 	var clientSide, targetSide *net.TCPConn
-	tt.client, clientSide = relayConnPair(t, ln)
-	targetSide, tt.target = relayConnPair(t, ln)
+	tt.client, clientSide = connPair(t, ln)
+	targetSide, tt.target = connPair(t, ln)
 	tt.clientSide, tt.targetSide = clientSide, targetSide
 	if m.opaqueClient {
-		tt.clientSide = relayOpaque{clientSide}
+		tt.clientSide = opaque{clientSide}
 	}
 	if m.opaqueTarget {
-		tt.targetSide = relayOpaque{targetSide}
+		tt.targetSide = opaque{targetSide}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	tt.cancel = cancel
@@ -110,20 +110,20 @@ func relayStart(t testing.TB, r *Relay, ln net.Listener, m relayMode) *relayTest
 }
 
 // wait returns Run's result, failing t if it takes longer than within.
-func (tt *relayTestTunnel) wait(t testing.TB, within time.Duration) RelayResult {
+func (tt *testTunnel) wait(t testing.TB, within time.Duration) Result {
 	t.Helper()
 	select {
 	case <-tt.done:
 		return tt.res
 	case <-time.After(within):
 		t.Fatalf("Run did not return within %v", within)
-		return RelayResult{}
+		return Result{}
 	}
 }
 
-// relayEventually polls cond until it returns nil, failing t with cond's last
+// eventually polls cond until it returns nil, failing t with cond's last
 // error after within.
-func relayEventually(t testing.TB, within time.Duration, cond func() error) {
+func eventually(t testing.TB, within time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -138,9 +138,9 @@ func relayEventually(t testing.TB, within time.Duration, cond func() error) {
 	}
 }
 
-// relayFDs counts this process's open fds by kind; ok is false without
+// countFDs counts this process's open fds by kind; ok is false without
 // /proc/self/fd.
-func relayFDs() (total, pipes, sockets int, ok bool) {
+func countFDs() (total, pipes, sockets int, ok bool) {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return 0, 0, 0, false
@@ -161,24 +161,24 @@ func relayFDs() (total, pipes, sockets int, ok bool) {
 	return total, pipes, sockets, true
 }
 
-// relayCheckLeaks fails t if goroutines or fds started during the test
+// checkLeaks fails t if goroutines or fds started during the test
 // outlive it. Call it first, so that its cleanup runs last; it closes r's
 // spare pipes, which are not a leak.
-func relayCheckLeaks(t *testing.T, r *Relay) {
+func checkLeaks(t *testing.T, r *Relay) {
 	t.Helper()
 	// Make sure the runtime's poller exists before counting its fds.
 	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		ln.Close()
 	}
 	g0 := runtime.NumGoroutine()
-	fd0, _, _, haveFDs := relayFDs()
+	fd0, _, _, haveFDs := countFDs()
 	t.Cleanup(func() {
 		r.getSpares().pipes.closeAll()
-		relayEventually(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if g := runtime.NumGoroutine(); g > g0 {
 				return fmt.Errorf("%d goroutines, want <= %d", g, g0)
 			}
-			if fd, _, _, _ := relayFDs(); haveFDs && fd > fd0 {
+			if fd, _, _, _ := countFDs(); haveFDs && fd > fd0 {
 				return fmt.Errorf("%d open fds, want <= %d", fd, fd0)
 			}
 			return nil
@@ -186,8 +186,8 @@ func relayCheckLeaks(t *testing.T, r *Relay) {
 	})
 }
 
-// relayGoroutines counts the goroutines running a relay direction.
-func relayGoroutines() int {
+// copierGoroutines counts the goroutines running a relay direction.
+func copierGoroutines() int {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -199,16 +199,16 @@ func relayGoroutines() int {
 	}
 	count := 0
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "proxy.(*relayCopier).run(") || strings.Contains(g, "proxy.(*parkDir).run(") {
+		if strings.Contains(g, "relay.(*copier).run(") || strings.Contains(g, "relay.(*parkDir).run(") {
 			count++
 		}
 	}
 	return count
 }
 
-// relaySend writes size pseudo-random bytes (from seed) to c and returns
+// send writes size pseudo-random bytes (from seed) to c and returns
 // their SHA-256.
-func relaySend(c net.Conn, seed byte, size int) ([32]byte, error) {
+func send(c net.Conn, seed byte, size int) ([32]byte, error) {
 	rng := rand.NewChaCha8([32]byte{seed})
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
@@ -224,8 +224,8 @@ func relaySend(c net.Conn, seed byte, size int) ([32]byte, error) {
 	return [32]byte(h.Sum(nil)), nil
 }
 
-// relayReceive reads c to EOF and returns the count and SHA-256.
-func relayReceive(c net.Conn) (int64, [32]byte, error) {
+// receive reads c to EOF and returns the count and SHA-256.
+func receive(c net.Conn) (int64, [32]byte, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, c)
 	return n, [32]byte(h.Sum(nil)), err
@@ -233,7 +233,7 @@ func relayReceive(c net.Conn) (int64, [32]byte, error) {
 
 func TestRelayVerbatim(t *testing.T) {
 	const size = 64 << 20
-	for _, m := range relayModes {
+	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			var onUp, onDown atomic.Int64
 			r := &Relay{OnBytes: func(up bool, n int64) {
@@ -243,8 +243,8 @@ func TestRelayVerbatim(t *testing.T) {
 					onDown.Add(n)
 				}
 			}}
-			relayCheckLeaks(t, r)
-			tt := relayStart(t, r, relayListen(t), m)
+			checkLeaks(t, r)
+			tt := startTunnel(t, r, listen(t), m)
 			for _, c := range []*net.TCPConn{tt.client, tt.target} {
 				c.SetDeadline(time.Now().Add(2 * time.Minute)) // fail, not hang
 			}
@@ -255,7 +255,7 @@ func TestRelayVerbatim(t *testing.T) {
 			upDone := make(chan struct{})
 			wg.Go(func() {
 				var err error
-				if sentUp, err = relaySend(tt.client, 1, size); err != nil {
+				if sentUp, err = send(tt.client, 1, size); err != nil {
 					t.Errorf("client send: %v", err)
 				}
 				tt.client.CloseWrite()
@@ -263,13 +263,13 @@ func TestRelayVerbatim(t *testing.T) {
 			wg.Go(func() {
 				defer close(upDone)
 				var err error
-				if nUp, gotUp, err = relayReceive(tt.target); err != nil {
+				if nUp, gotUp, err = receive(tt.target); err != nil {
 					t.Errorf("target receive: %v", err)
 				}
 			})
 			wg.Go(func() {
 				var err error
-				if sentDown, err = relaySend(tt.target, 2, size); err != nil {
+				if sentDown, err = send(tt.target, 2, size); err != nil {
 					t.Errorf("target send: %v", err)
 				}
 				<-upDone // so that the client is known to close first
@@ -277,7 +277,7 @@ func TestRelayVerbatim(t *testing.T) {
 			})
 			wg.Go(func() {
 				var err error
-				if nDown, gotDown, err = relayReceive(tt.client); err != nil {
+				if nDown, gotDown, err = receive(tt.client); err != nil {
 					t.Errorf("client receive: %v", err)
 				}
 			})
@@ -290,7 +290,7 @@ func TestRelayVerbatim(t *testing.T) {
 				t.Errorf("down: client got %d bytes, sha256 %x; want %d, %x", nDown, gotDown[:8], size, sentDown[:8])
 			}
 			res := tt.wait(t, 10*time.Second)
-			want := RelayResult{Up: size, Down: size, Reason: EndClientClosed}
+			want := Result{Up: size, Down: size, Reason: EndClientClosed}
 			if res != want {
 				t.Errorf("Run = %+v; want %+v", res, want)
 			}
@@ -303,7 +303,7 @@ func TestRelayVerbatim(t *testing.T) {
 
 func TestRelayHalfClose(t *testing.T) {
 	const replySize = 4 << 20
-	for _, m := range relayModes {
+	for _, m := range modes {
 		for _, clientFirst := range []bool{true, false} {
 			name, wantReason := m.name+"/client_first", EndClientClosed
 			if !clientFirst {
@@ -311,8 +311,8 @@ func TestRelayHalfClose(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				r := &Relay{}
-				relayCheckLeaks(t, r)
-				tt := relayStart(t, r, relayListen(t), m)
+				checkLeaks(t, r)
+				tt := startTunnel(t, r, listen(t), m)
 				first, second := tt.client, tt.target
 				if !clientFirst {
 					first, second = second, first
@@ -341,10 +341,10 @@ func TestRelayHalfClose(t *testing.T) {
 				}
 				got := make(chan received, 1)
 				go func() {
-					n, sum, err := relayReceive(first)
+					n, sum, err := receive(first)
 					got <- received{n, sum, err}
 				}()
-				sent, err := relaySend(second, 3, replySize)
+				sent, err := send(second, 3, replySize)
 				if err != nil {
 					t.Fatalf("reply: %v", err)
 				}
@@ -356,7 +356,7 @@ func TestRelayHalfClose(t *testing.T) {
 				}
 
 				res := tt.wait(t, 5*time.Second)
-				want := RelayResult{Up: 7, Down: replySize, Reason: wantReason}
+				want := Result{Up: 7, Down: replySize, Reason: wantReason}
 				if !clientFirst {
 					want.Up, want.Down = replySize, 7
 				}
@@ -373,8 +373,8 @@ func TestRelayHalfClose(t *testing.T) {
 	}
 }
 
-// relayReset aborts c: the peer gets a RST, not a FIN.
-func relayReset(t *testing.T, c *net.TCPConn) {
+// reset aborts c: the peer gets a RST, not a FIN.
+func reset(t *testing.T, c *net.TCPConn) {
 	t.Helper()
 	if err := c.SetLinger(0); err != nil {
 		t.Fatal(err)
@@ -384,8 +384,8 @@ func relayReset(t *testing.T, c *net.TCPConn) {
 	}
 }
 
-// relayExpectClosed fails t unless c's peer closes within a few seconds.
-func relayExpectClosed(t *testing.T, c net.Conn) {
+// expectClosed fails t unless c's peer closes within a few seconds.
+func expectClosed(t *testing.T, c net.Conn) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 64<<10)
@@ -401,7 +401,7 @@ func relayExpectClosed(t *testing.T, c net.Conn) {
 }
 
 func TestRelayReset(t *testing.T) {
-	for _, m := range relayModes {
+	for _, m := range modes {
 		for _, side := range []string{"client", "target"} {
 			for _, busy := range []bool{false, true} {
 				name := m.name + "/" + side
@@ -410,8 +410,8 @@ func TestRelayReset(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) {
 					r := &Relay{}
-					relayCheckLeaks(t, r)
-					tt := relayStart(t, r, relayListen(t), m)
+					checkLeaks(t, r)
+					tt := startTunnel(t, r, listen(t), m)
 					victim, other, want := tt.client, tt.target, EndClientReset
 					if side == "target" {
 						victim, other, want = tt.target, tt.client, EndTargetReset
@@ -430,12 +430,12 @@ func TestRelayReset(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
-					relayReset(t, victim)
+					reset(t, victim)
 					res := tt.wait(t, 5*time.Second)
 					if res.Reason != want || !errors.Is(res.Err, syscall.ECONNRESET) && !errors.Is(res.Err, syscall.EPIPE) {
 						t.Errorf("Run = %+v; want reason %s and a reset error", res, want)
 					}
-					relayExpectClosed(t, other)
+					expectClosed(t, other)
 				})
 			}
 		}
@@ -443,11 +443,11 @@ func TestRelayReset(t *testing.T) {
 }
 
 func TestRelayCancel(t *testing.T) {
-	for _, m := range relayModes {
+	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			r := &Relay{}
-			relayCheckLeaks(t, r)
-			tt := relayStart(t, r, relayListen(t), m)
+			checkLeaks(t, r)
+			tt := startTunnel(t, r, listen(t), m)
 			if _, err := tt.client.Write([]byte("hi")); err != nil {
 				t.Fatal(err)
 			}
@@ -457,20 +457,20 @@ func TestRelayCancel(t *testing.T) {
 			cause := errors.New("server shutting down")
 			tt.cancel(cause)
 			res := tt.wait(t, 5*time.Second)
-			want := RelayResult{Up: 2, Reason: EndCanceled, Err: cause}
+			want := Result{Up: 2, Reason: EndCanceled, Err: cause}
 			if res != want {
 				t.Errorf("Run = %+v; want %+v", res, want)
 			}
-			relayExpectClosed(t, tt.client)
-			relayExpectClosed(t, tt.target)
+			expectClosed(t, tt.client)
+			expectClosed(t, tt.target)
 		})
 	}
 	t.Run("already_done", func(t *testing.T) {
 		r := &Relay{}
-		relayCheckLeaks(t, r)
-		ln := relayListen(t)
-		far1, a := relayConnPair(t, ln)
-		b, far2 := relayConnPair(t, ln)
+		checkLeaks(t, r)
+		ln := listen(t)
+		far1, a := connPair(t, ln)
+		b, far2 := connPair(t, ln)
 		defer far1.Close()
 		defer far2.Close()
 		ctx, cancel := context.WithCancel(context.Background())
@@ -482,23 +482,23 @@ func TestRelayCancel(t *testing.T) {
 	})
 }
 
-const relayTestIdle = 200 * time.Millisecond
+const testIdle = 200 * time.Millisecond
 
 func TestRelayIdleTimeout(t *testing.T) {
-	for _, m := range relayModes {
+	for _, m := range modes {
 		t.Run(m.name+"/quiet", func(t *testing.T) {
-			r := &Relay{IdleTimeout: relayTestIdle}
-			relayCheckLeaks(t, r)
+			r := &Relay{IdleTimeout: testIdle}
+			checkLeaks(t, r)
 			start := time.Now()
-			tt := relayStart(t, r, relayListen(t), m)
+			tt := startTunnel(t, r, listen(t), m)
 			res := tt.wait(t, 5*time.Second)
-			if elapsed := time.Since(start); elapsed < relayTestIdle {
-				t.Errorf("ended after %v; want >= %v", elapsed, relayTestIdle)
+			if elapsed := time.Since(start); elapsed < testIdle {
+				t.Errorf("ended after %v; want >= %v", elapsed, testIdle)
 			}
 			if res.Reason != EndIdleTimeout || !errors.Is(res.Err, os.ErrDeadlineExceeded) {
 				t.Errorf("Run = %+v; want reason %s, os.ErrDeadlineExceeded", res, EndIdleTimeout)
 			}
-			relayExpectClosed(t, tt.client)
+			expectClosed(t, tt.client)
 		})
 
 		// Traffic one way only, for 5 timeouts: the quiet direction must
@@ -509,16 +509,16 @@ func TestRelayIdleTimeout(t *testing.T) {
 				name = m.name + "/active_down_only"
 			}
 			t.Run(name, func(t *testing.T) {
-				r := &Relay{IdleTimeout: relayTestIdle}
-				relayCheckLeaks(t, r)
-				ln := relayListen(t)
+				r := &Relay{IdleTimeout: testIdle}
+				checkLeaks(t, r)
+				ln := listen(t)
 				// The timing claim holds only if the test itself sent
 				// often enough; on a loaded machine a stall of the whole
 				// process can starve the sender, so such a run is retried.
 				const attempts = 5
-				for i := 1; !relayOneWayActive(t, r, ln, m, up); i++ {
+				for i := 1; !oneWayActive(t, r, ln, m, up); i++ {
 					if i == attempts {
-						t.Skipf("inconclusive: the test process stalled for > %v in each of %d attempts", relayTestIdle/2, attempts)
+						t.Skipf("inconclusive: the test process stalled for > %v in each of %d attempts", testIdle/2, attempts)
 					}
 				}
 			})
@@ -527,9 +527,9 @@ func TestRelayIdleTimeout(t *testing.T) {
 		// A peer that stops reading: the writes block and nothing moves,
 		// which is idleness too.
 		t.Run(m.name+"/blocked_writer", func(t *testing.T) {
-			r := &Relay{IdleTimeout: relayTestIdle}
-			relayCheckLeaks(t, r)
-			tt := relayStart(t, r, relayListen(t), m)
+			r := &Relay{IdleTimeout: testIdle}
+			checkLeaks(t, r)
+			tt := startTunnel(t, r, listen(t), m)
 			go func() {
 				buf := make([]byte, 64<<10)
 				for {
@@ -546,12 +546,12 @@ func TestRelayIdleTimeout(t *testing.T) {
 	}
 }
 
-// relayOneWayActive sends a byte one way every IdleTimeout/5 for 5 timeouts
+// oneWayActive sends a byte one way every IdleTimeout/5 for 5 timeouts
 // and checks that the tunnel lives through it and then ends idle. It reports
 // false (inconclusive) when the test itself was stalled for half a timeout.
-func relayOneWayActive(t *testing.T, r *Relay, ln net.Listener, m relayMode, up bool) bool {
+func oneWayActive(t *testing.T, r *Relay, ln net.Listener, m mode, up bool) bool {
 	t.Helper()
-	tt := relayStart(t, r, ln, m)
+	tt := startTunnel(t, r, ln, m)
 	sender, receiver := tt.client, tt.target
 	if !up {
 		sender, receiver = receiver, sender
@@ -561,11 +561,11 @@ func relayOneWayActive(t *testing.T, r *Relay, ln net.Listener, m relayMode, up 
 		n, _ := io.Copy(io.Discard, receiver)
 		received <- int(n)
 	}()
-	tick := time.NewTicker(relayTestIdle / 5)
+	tick := time.NewTicker(testIdle / 5)
 	defer tick.Stop()
 	sends, last, maxGap := 0, time.Now(), time.Duration(0)
 	endedEarly := false
-	for end := last.Add(5 * relayTestIdle); last.Before(end) && !endedEarly; {
+	for end := last.Add(5 * testIdle); last.Before(end) && !endedEarly; {
 		select {
 		case <-tt.done:
 			endedEarly = true
@@ -584,8 +584,8 @@ func relayOneWayActive(t *testing.T, r *Relay, ln net.Listener, m relayMode, up 
 	}
 	res := tt.wait(t, 5*time.Second)
 	quiet := time.Since(last)
-	if endedEarly || quiet < relayTestIdle {
-		if maxGap > relayTestIdle/2 {
+	if endedEarly || quiet < testIdle {
+		if maxGap > testIdle/2 {
 			t.Logf("inconclusive: the sender stalled for %v; retrying", maxGap)
 			return false
 		}
@@ -603,15 +603,15 @@ func relayOneWayActive(t *testing.T, r *Relay, ln net.Listener, m relayMode, up 
 // Run must clear deadlines left over from the handshake.
 func TestRelayClearsStaleDeadlines(t *testing.T) {
 	r := &Relay{}
-	relayCheckLeaks(t, r)
-	ln := relayListen(t)
-	client, clientSide := relayConnPair(t, ln)
-	targetSide, target := relayConnPair(t, ln)
+	checkLeaks(t, r)
+	ln := listen(t)
+	client, clientSide := connPair(t, ln)
+	targetSide, target := connPair(t, ln)
 	defer client.Close()
 	defer target.Close()
 	clientSide.SetDeadline(time.Now().Add(-time.Second))
 	targetSide.SetDeadline(time.Now().Add(-time.Second))
-	done := make(chan RelayResult, 1)
+	done := make(chan Result, 1)
 	go func() { done <- r.Run(context.Background(), clientSide, targetSide) }()
 	client.Write([]byte("ping"))
 	target.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -626,7 +626,7 @@ func TestRelayClearsStaleDeadlines(t *testing.T) {
 	target.CloseWrite()
 	select {
 	case res := <-done:
-		if want := (RelayResult{Up: 4, Reason: EndClientClosed}); res != want {
+		if want := (Result{Up: 4, Reason: EndClientClosed}); res != want {
 			t.Errorf("Run = %+v; want %+v", res, want)
 		}
 	case <-time.After(5 * time.Second):
@@ -638,21 +638,21 @@ func TestRelayClearsStaleDeadlines(t *testing.T) {
 // extra fd; and no goroutine when parked (Linux, both sockets visible), else
 // exactly two. Parked tunnels share the Relay's epoll fd and eventfd.
 func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
-	if _, _, _, ok := relayFDs(); !ok {
+	if _, _, _, ok := countFDs(); !ok {
 		t.Skip("no /proc/self/fd")
 	}
 	const n = 50
-	for _, m := range relayModes {
+	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			r := &Relay{IdleTimeout: time.Hour} // deadlines armed, as in production
-			relayCheckLeaks(t, r)
-			ln := relayListen(t)
-			total0, pipes0, sockets0, _ := relayFDs()
+			checkLeaks(t, r)
+			ln := listen(t)
+			total0, pipes0, sockets0, _ := countFDs()
 			// A message each way larger than a buffer, so that every copier
 			// has had a buffer and (splice path) a pipe, and given them back.
 			msg, got := make([]byte, 256<<10), make([]byte, 256<<10)
 			for range n {
-				tt := relayStart(t, r, ln, m)
+				tt := startTunnel(t, r, ln, m)
 				for _, p := range [][2]*net.TCPConn{{tt.client, tt.target}, {tt.target, tt.client}} {
 					errc := make(chan error, 1)
 					go func() {
@@ -670,8 +670,8 @@ func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
 			if m.name == "splice" && runtime.GOOS == "linux" && r.getSpares().pipes.spare() == 0 {
 				t.Errorf("no spare pipe after bulk through %d tunnels: the splice path was not used", n)
 			}
-			relayEventually(t, 5*time.Second, func() error {
-				total, pipes, sockets, _ := relayFDs()
+			eventually(t, 5*time.Second, func() error {
+				total, pipes, sockets, _ := countFDs()
 				spare := r.getSpares().pipes.spare()
 				if got, want := pipes-pipes0, 2*spare; got != want {
 					return fmt.Errorf("%d new pipe fds, want %d (the Relay's %d spare pipes): an idle tunnel holds a pipe", got, want, spare)
@@ -687,7 +687,7 @@ func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
 				if got, want := total-total0, 4*n+2*spare+shared; got != want {
 					return fmt.Errorf("%d new fds, want %d", got, want)
 				}
-				if got, want := relayGoroutines(), perTunnel*n; got != want {
+				if got, want := copierGoroutines(), perTunnel*n; got != want {
 					return fmt.Errorf("%d goroutines in the relay, want %d (%d per tunnel)", got, want, perTunnel)
 				}
 				return nil
@@ -700,8 +700,8 @@ func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
 // either direction) ends the tunnel with EndPanic, on every path, instead
 // of crashing the process.
 func TestRelayPanicEndsTunnel(t *testing.T) {
-	ln := relayListen(t)
-	for _, m := range relayModes {
+	ln := listen(t)
+	for _, m := range modes {
 		for _, up := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/up=%v", m.name, up), func(t *testing.T) {
 				r := &Relay{OnBytes: func(u bool, _ int64) {
@@ -709,7 +709,7 @@ func TestRelayPanicEndsTunnel(t *testing.T) {
 						panic("boom")
 					}
 				}}
-				tt := relayStart(t, r, ln, m)
+				tt := startTunnel(t, r, ln, m)
 				src := tt.target
 				if up {
 					src = tt.client

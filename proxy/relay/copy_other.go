@@ -1,6 +1,6 @@
 //go:build !linux
 
-package proxy
+package relay
 
 import (
 	"context"
@@ -10,17 +10,17 @@ import (
 // Off Linux the relay has no splice path and cannot wait for readability
 // without reading: every direction copies through pooled buffers.
 
-type relaySys struct{}
+type sysState struct{}
 
-func (c *relayCopier) init() {}
+func (c *copier) init() {}
 
-func (c *relayCopier) canSplice() bool { return false }
+func (c *copier) canSplice() bool { return false }
 
-func (c *relayCopier) spliceLoop() error { return c.bufferLoop() }
+func (c *copier) spliceLoop() error { return c.bufferLoop() }
 
 // readChunk reads through the conn: off Linux the relay cannot wait on a
 // socket without reading from it.
-func (c *relayCopier) readChunk() (*[]byte, int, error) { return c.readBlocking() }
+func (c *copier) readChunk() (*[]byte, int, error) { return c.readBlocking() }
 
 // splicePipes is empty off Linux; it exists so that Relay is the same type
 // everywhere.
@@ -38,6 +38,6 @@ type parker struct{}
 func newParker() *parker { return &parker{} }
 
 // startParked reports false: off Linux every tunnel takes two goroutines.
-func (r *Relay) startParked(context.Context, net.Conn, net.Conn, func(RelayResult)) bool {
+func (r *Relay) startParked(context.Context, net.Conn, net.Conn, func(Result)) bool {
 	return false
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package relay
 
 import (
 	"bytes"
@@ -18,22 +18,22 @@ import (
 	"time"
 )
 
-// parkTestTunnel is a tunnel started with Relay.Start on the parked path.
-type parkTestTunnel struct {
+// parkedTestTunnel is a tunnel started with Relay.Start on the parked path.
+type parkedTestTunnel struct {
 	client, target         *net.TCPConn // the far ends, driven by the test
 	clientSide, targetSide *net.TCPConn
 	cancel                 context.CancelCauseFunc
 	calls                  atomic.Int32
-	done                   chan RelayResult
+	done                   chan Result
 }
 
 // parkStart starts a tunnel with Start. Bytes in pre are sent by the client
 // before Start, so they are in the socket when it is registered.
-func parkStart(t testing.TB, r *Relay, ln net.Listener, pre []byte) *parkTestTunnel {
+func parkStart(t testing.TB, r *Relay, ln net.Listener, pre []byte) *parkedTestTunnel {
 	t.Helper()
-	tt := &parkTestTunnel{done: make(chan RelayResult, 2)}
-	tt.client, tt.clientSide = relayConnPair(t, ln)
-	tt.targetSide, tt.target = relayConnPair(t, ln)
+	tt := &parkedTestTunnel{done: make(chan Result, 2)}
+	tt.client, tt.clientSide = connPair(t, ln)
+	tt.targetSide, tt.target = connPair(t, ln)
 	if len(pre) > 0 {
 		if _, err := tt.client.Write(pre); err != nil {
 			t.Fatal(err)
@@ -41,7 +41,7 @@ func parkStart(t testing.TB, r *Relay, ln net.Listener, pre []byte) *parkTestTun
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	tt.cancel = cancel
-	r.Start(ctx, tt.clientSide, tt.targetSide, func(res RelayResult) {
+	r.Start(ctx, tt.clientSide, tt.targetSide, func(res Result) {
 		tt.calls.Add(1)
 		tt.done <- res
 	})
@@ -53,14 +53,14 @@ func parkStart(t testing.TB, r *Relay, ln net.Listener, pre []byte) *parkTestTun
 	return tt
 }
 
-func (tt *parkTestTunnel) wait(t testing.TB, within time.Duration) RelayResult {
+func (tt *parkedTestTunnel) wait(t testing.TB, within time.Duration) Result {
 	t.Helper()
 	select {
 	case res := <-tt.done:
 		return res
 	case <-time.After(within):
 		t.Fatalf("done not called within %v", within)
-		return RelayResult{}
+		return Result{}
 	}
 }
 
@@ -68,8 +68,8 @@ func (tt *parkTestTunnel) wait(t testing.TB, within time.Duration) RelayResult {
 // parked.
 func parkWaitIdle(t testing.TB) {
 	t.Helper()
-	relayEventually(t, 5*time.Second, func() error {
-		if g := relayGoroutines(); g != 0 {
+	eventually(t, 5*time.Second, func() error {
+		if g := copierGoroutines(); g != 0 {
 			return fmt.Errorf("%d relay goroutines, want 0 (all parked)", g)
 		}
 		return nil
@@ -77,7 +77,7 @@ func parkWaitIdle(t testing.TB) {
 }
 
 // parkEcho reads and writes back msg through the tunnel, up then down.
-func parkEcho(tt *parkTestTunnel, msg []byte) error {
+func parkEcho(tt *parkedTestTunnel, msg []byte) error {
 	got := make([]byte, len(msg))
 	for _, p := range [][2]*net.TCPConn{{tt.client, tt.target}, {tt.target, tt.client}} {
 		if _, err := p[0].Write(msg); err != nil {
@@ -96,9 +96,9 @@ func parkEcho(tt *parkTestTunnel, msg []byte) error {
 
 func TestRelayParkDoneOnce(t *testing.T) {
 	r := &Relay{}
-	relayCheckLeaks(t, r)
-	ln := relayListen(t)
-	tts := make([]*parkTestTunnel, 20)
+	checkLeaks(t, r)
+	ln := listen(t)
+	tts := make([]*parkedTestTunnel, 20)
 	for i := range tts {
 		tts[i] = parkStart(t, r, ln, nil)
 	}
@@ -117,7 +117,7 @@ func TestRelayParkDoneOnce(t *testing.T) {
 		tt.wait(t, 5*time.Second)
 	}
 	// Once the parker and all directions are gone, nothing can call done.
-	relayEventually(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if r.getSpares().park.running() {
 			return errors.New("parker still running")
 		}
@@ -135,26 +135,26 @@ func TestRelayParkDoneOnce(t *testing.T) {
 func TestRelayParkIdleHoldsNoGoroutine(t *testing.T) {
 	const n = 200
 	r := &Relay{IdleTimeout: time.Hour}
-	relayCheckLeaks(t, r)
-	ln := relayListen(t)
+	checkLeaks(t, r)
+	ln := listen(t)
 	g0 := runtime.NumGoroutine()
-	_, pipes0, _, haveFDs := relayFDs()
+	_, pipes0, _, haveFDs := countFDs()
 	msg := bytes.Repeat([]byte("x"), 100<<10) // bulk: borrows a pipe
-	tts := make([]*parkTestTunnel, n)
+	tts := make([]*parkedTestTunnel, n)
 	for i := range tts {
 		tts[i] = parkStart(t, r, ln, nil)
 		if err := parkEcho(tts[i], msg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	relayEventually(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if g, want := runtime.NumGoroutine(), g0+1; g > want {
 			return fmt.Errorf("%d goroutines, want <= %d (baseline + the parker)", g, want)
 		}
 		if !r.getSpares().park.running() {
 			return errors.New("parker not running")
 		}
-		if _, pipes, _, _ := relayFDs(); haveFDs && pipes-pipes0 != 2*r.getSpares().pipes.spare() {
+		if _, pipes, _, _ := countFDs(); haveFDs && pipes-pipes0 != 2*r.getSpares().pipes.spare() {
 			return fmt.Errorf("%d new pipe fds, want %d (spares only)", pipes-pipes0, 2*r.getSpares().pipes.spare())
 		}
 		return nil
@@ -171,8 +171,8 @@ func TestRelayParkIdleHoldsNoGoroutine(t *testing.T) {
 
 func TestRelayParkWakeUp(t *testing.T) {
 	r := &Relay{}
-	relayCheckLeaks(t, r)
-	ln := relayListen(t)
+	checkLeaks(t, r)
+	ln := listen(t)
 	// Bytes already in the socket when the tunnel is registered.
 	tt := parkStart(t, r, ln, []byte("early"))
 	got := make([]byte, 5)
@@ -192,13 +192,13 @@ func TestRelayParkWakeUp(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, p := range [][2]*net.TCPConn{{tt.client, tt.target}, {tt.target, tt.client}} {
 		wg.Go(func() {
-			if _, err := relaySend(p[0], 7, size); err != nil {
+			if _, err := send(p[0], 7, size); err != nil {
 				t.Error(err)
 			}
 			p[0].CloseWrite()
 		})
 		wg.Go(func() {
-			n, _, err := relayReceive(p[1])
+			n, _, err := receive(p[1])
 			if n != size || err != nil {
 				t.Errorf("received %d, %v; want %d", n, err, size)
 			}
@@ -213,8 +213,8 @@ func TestRelayParkWakeUp(t *testing.T) {
 
 func TestRelayParkHalfCloseWhileParked(t *testing.T) {
 	r := &Relay{}
-	relayCheckLeaks(t, r)
-	tt := parkStart(t, r, relayListen(t), nil)
+	checkLeaks(t, r)
+	tt := parkStart(t, r, listen(t), nil)
 	parkWaitIdle(t)
 	tt.target.CloseWrite()
 	tt.client.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -235,7 +235,7 @@ func TestRelayParkHalfCloseWhileParked(t *testing.T) {
 	}
 	tt.client.CloseWrite()
 	res := tt.wait(t, 5*time.Second)
-	if want := (RelayResult{Up: 4, Reason: EndTargetClosed}); res != want {
+	if want := (Result{Up: 4, Reason: EndTargetClosed}); res != want {
 		t.Errorf("res = %+v; want %+v", res, want)
 	}
 }
@@ -244,8 +244,8 @@ func TestRelayParkResetWhileParked(t *testing.T) {
 	for _, side := range []string{"client", "target"} {
 		t.Run(side, func(t *testing.T) {
 			r := &Relay{}
-			relayCheckLeaks(t, r)
-			tt := parkStart(t, r, relayListen(t), nil)
+			checkLeaks(t, r)
+			tt := parkStart(t, r, listen(t), nil)
 			if err := parkEcho(tt, []byte("hi")); err != nil {
 				t.Fatal(err)
 			}
@@ -254,20 +254,20 @@ func TestRelayParkResetWhileParked(t *testing.T) {
 			if side == "target" {
 				victim, other, want = tt.target, tt.client, EndTargetReset
 			}
-			relayReset(t, victim)
+			reset(t, victim)
 			res := tt.wait(t, 5*time.Second)
 			if res.Reason != want || !errors.Is(res.Err, syscall.ECONNRESET) {
 				t.Errorf("res = %+v; want %s, ECONNRESET", res, want)
 			}
-			relayExpectClosed(t, other)
+			expectClosed(t, other)
 		})
 	}
 }
 
 func TestRelayParkCancelWhileParked(t *testing.T) {
 	r := &Relay{}
-	relayCheckLeaks(t, r)
-	tt := parkStart(t, r, relayListen(t), nil)
+	checkLeaks(t, r)
+	tt := parkStart(t, r, listen(t), nil)
 	if err := parkEcho(tt, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
@@ -275,39 +275,39 @@ func TestRelayParkCancelWhileParked(t *testing.T) {
 	cause := errors.New("shutdown")
 	tt.cancel(cause)
 	res := tt.wait(t, 5*time.Second)
-	if want := (RelayResult{Up: 2, Down: 2, Reason: EndCanceled, Err: cause}); res != want {
+	if want := (Result{Up: 2, Down: 2, Reason: EndCanceled, Err: cause}); res != want {
 		t.Errorf("res = %+v; want %+v", res, want)
 	}
-	relayExpectClosed(t, tt.client)
-	relayExpectClosed(t, tt.target)
+	expectClosed(t, tt.client)
+	expectClosed(t, tt.target)
 }
 
 func TestRelayParkIdleTimeoutWhileParked(t *testing.T) {
-	r := &Relay{IdleTimeout: relayTestIdle}
-	relayCheckLeaks(t, r)
-	tt := parkStart(t, r, relayListen(t), nil)
+	r := &Relay{IdleTimeout: testIdle}
+	checkLeaks(t, r)
+	tt := parkStart(t, r, listen(t), nil)
 	if err := parkEcho(tt, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	last := time.Now()
 	parkWaitIdle(t)
 	res := tt.wait(t, 5*time.Second)
-	if d := time.Since(last); d < relayTestIdle-20*time.Millisecond {
-		t.Errorf("ended %v after the last byte; want >= %v", d, relayTestIdle)
+	if d := time.Since(last); d < testIdle-20*time.Millisecond {
+		t.Errorf("ended %v after the last byte; want >= %v", d, testIdle)
 	}
 	if res.Reason != EndIdleTimeout || !errors.Is(res.Err, os.ErrDeadlineExceeded) || res.Up != 2 || res.Down != 2 {
 		t.Errorf("res = %+v; want idle_timeout wrapping os.ErrDeadlineExceeded after 2 bytes each way", res)
 	}
-	relayExpectClosed(t, tt.client)
+	expectClosed(t, tt.client)
 }
 
 // Many tunnels waking at once, each echoing small messages.
 func TestRelayParkManyWakeUps(t *testing.T) {
 	const tunnels, msgs = 200, 20
 	r := &Relay{}
-	relayCheckLeaks(t, r)
-	ln := relayListen(t)
-	tts := make([]*parkTestTunnel, tunnels)
+	checkLeaks(t, r)
+	ln := listen(t)
+	tts := make([]*parkedTestTunnel, tunnels)
 	for i := range tts {
 		tts[i] = parkStart(t, r, ln, nil)
 	}

@@ -1,4 +1,4 @@
-package proxy
+package limit
 
 import (
 	"sync/atomic"

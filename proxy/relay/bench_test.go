@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package relay
 
 import (
 	"context"
@@ -20,32 +20,32 @@ import (
 // CPU (user+sys, both endpoints included) per MB moved: the relay's own cost
 // is its figure minus direct's.
 
-// relayBenchPath is one way to connect the benchmark's two endpoints.
-type relayBenchPath struct {
+// benchPath is one way to connect the benchmark's two endpoints.
+type benchPath struct {
 	name  string
 	relay *Relay // nil: direct connection, or naive
 	naive bool   // io.Copy both ways, Go's own splice: the reference design
-	mode  relayMode
+	mode  mode
 }
 
-var relayBenchPaths = []relayBenchPath{
+var benchPaths = []benchPath{
 	{name: "direct"},
 	{name: "iocopy", naive: true},
 	{name: "splice64K", relay: &Relay{pipeSize: 64 << 10}},
 	{name: "splice256K", relay: &Relay{pipeSize: 256 << 10}},
 	{name: "splice1M", relay: &Relay{pipeSize: 1 << 20}},
-	{name: "buffer", relay: &Relay{}, mode: relayModes[1]},
+	{name: "buffer", relay: &Relay{}, mode: modes[1]},
 	{name: "noPark", relay: &Relay{noPark: true}},
 }
 
-// relayBenchConnect returns the endpoints' conns: direct, or through a
+// benchConnect returns the endpoints' conns: direct, or through a
 // running Relay that the cleanup stops.
-func relayBenchConnect(b *testing.B, p relayBenchPath) (client, target *net.TCPConn) {
-	ln := relayListen(b)
+func benchConnect(b *testing.B, p benchPath) (client, target *net.TCPConn) {
+	ln := listen(b)
 	if p.naive {
 		var clientSide, targetSide *net.TCPConn
-		client, clientSide = relayConnPair(b, ln)
-		targetSide, target = relayConnPair(b, ln)
+		client, clientSide = connPair(b, ln)
+		targetSide, target = connPair(b, ln)
 		var wg sync.WaitGroup
 		for _, d := range [][2]*net.TCPConn{{clientSide, targetSide}, {targetSide, clientSide}} {
 			wg.Go(func() {
@@ -62,19 +62,19 @@ func relayBenchConnect(b *testing.B, p relayBenchPath) (client, target *net.TCPC
 		return client, target
 	}
 	if p.relay == nil {
-		client, target = relayConnPair(b, ln)
+		client, target = connPair(b, ln)
 		b.Cleanup(func() {
 			client.Close()
 			target.Close()
 		})
 		return client, target
 	}
-	tt := relayStart(b, p.relay, ln, p.mode)
+	tt := startTunnel(b, p.relay, ln, p.mode)
 	return tt.client, tt.target
 }
 
-// relayCPU returns the CPU time this process has used.
-func relayCPU(b *testing.B) time.Duration {
+// cpuTime returns the CPU time this process has used.
+func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
@@ -93,13 +93,13 @@ func relayCPU(b *testing.B) time.Duration {
 func BenchmarkRelayIdle(b *testing.B) {
 	const n = 2000
 	modes := []struct {
-		relayMode
+		mode
 		noPark bool
 	}{
-		{relayMode{name: "goroutines"}, true},
-		{relayMode{name: "parked"}, false},
-		{relayModes[1], false},
-		{relayModes[2], false},
+		{mode{name: "goroutines"}, true},
+		{mode{name: "parked"}, false},
+		{modes[1], false},
+		{modes[2], false},
 	}
 	for _, m := range modes {
 		// The harness calls the function again while it sizes b.N; measure
@@ -119,15 +119,15 @@ func BenchmarkRelayIdle(b *testing.B) {
 			measured = true
 			b.StopTimer()
 			r := &Relay{IdleTimeout: time.Hour, noPark: m.noPark}
-			ln := relayListen(b)
+			ln := listen(b)
 			type ends struct{ client, clientSide, targetSide, target *net.TCPConn }
 			conns := make([]ends, n)
 			for i := range conns {
 				e := &conns[i]
-				e.client, e.clientSide = relayConnPair(b, ln)
-				e.targetSide, e.target = relayConnPair(b, ln)
+				e.client, e.clientSide = connPair(b, ln)
+				e.targetSide, e.target = connPair(b, ln)
 			}
-			before := relayMem()
+			before := memNow()
 			g0 := runtime.NumGoroutine()
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
@@ -135,13 +135,13 @@ func BenchmarkRelayIdle(b *testing.B) {
 			for _, e := range conns {
 				var cs, ts net.Conn = e.clientSide, e.targetSide
 				if m.opaqueClient {
-					cs = relayOpaque{cs}
+					cs = opaque{cs}
 				}
 				if m.opaqueTarget {
-					ts = relayOpaque{ts}
+					ts = opaque{ts}
 				}
 				wg.Add(1)
-				r.Start(ctx, cs, ts, func(RelayResult) { wg.Done() })
+				r.Start(ctx, cs, ts, func(Result) { wg.Done() })
 				for _, p := range [][2]*net.TCPConn{{e.client, e.target}, {e.target, e.client}} {
 					if _, err := p[0].Write([]byte("ping")); err != nil {
 						b.Fatal(err)
@@ -155,13 +155,13 @@ func BenchmarkRelayIdle(b *testing.B) {
 			if m.name == "parked" {
 				want = 0
 			}
-			relayEventually(b, 10*time.Second, func() error {
-				if got := relayGoroutines(); got != want {
+			eventually(b, 10*time.Second, func() error {
+				if got := copierGoroutines(); got != want {
 					return fmt.Errorf("%d relay goroutines, want %d", got, want)
 				}
 				return nil
 			})
-			after := relayMem()
+			after := memNow()
 			heap = float64(int64(after.heap)-int64(before.heap)) / n
 			stack = float64(int64(after.stack)-int64(before.stack)) / n
 			gs = float64(runtime.NumGoroutine()-g0) / n
@@ -188,16 +188,16 @@ func BenchmarkRelayBulk(b *testing.B) {
 		if both {
 			dir = "both"
 		}
-		for _, p := range relayBenchPaths {
+		for _, p := range benchPaths {
 			b.Run(dir+"/"+p.name, func(b *testing.B) {
-				client, target := relayBenchConnect(b, p)
+				client, target := benchConnect(b, p)
 				streams := [][2]*net.TCPConn{{client, target}}
 				if both {
 					streams = append(streams, [2]*net.TCPConn{target, client})
 				}
 				b.SetBytes(int64(len(streams) * chunk))
 				b.ReportAllocs()
-				cpu0 := relayCPU(b)
+				cpu0 := cpuTime(b)
 				b.ResetTimer()
 				var wg sync.WaitGroup
 				for _, s := range streams {
@@ -219,7 +219,7 @@ func BenchmarkRelayBulk(b *testing.B) {
 				wg.Wait()
 				b.StopTimer()
 				mb := float64(b.N) * float64(len(streams)*chunk) / 1e6
-				b.ReportMetric(float64(relayCPU(b)-cpu0)/mb, "cpu-ns/MB")
+				b.ReportMetric(float64(cpuTime(b)-cpu0)/mb, "cpu-ns/MB")
 			})
 		}
 	}
@@ -231,10 +231,10 @@ type onlyReader struct{ io.Reader }
 // BenchmarkRelayEcho measures the round trip of a 64-byte message echoed by
 // the target: the cost of small WebSocket frames.
 func BenchmarkRelayEcho(b *testing.B) {
-	paths := []relayBenchPath{relayBenchPaths[0], relayBenchPaths[1], relayBenchPaths[3], relayBenchPaths[6], relayBenchPaths[5]}
+	paths := []benchPath{benchPaths[0], benchPaths[1], benchPaths[3], benchPaths[6], benchPaths[5]}
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
-			client, target := relayBenchConnect(b, p)
+			client, target := benchConnect(b, p)
 			go func() {
 				buf := make([]byte, 64)
 				for {
@@ -248,7 +248,7 @@ func BenchmarkRelayEcho(b *testing.B) {
 			}()
 			msg, got := make([]byte, 64), make([]byte, 64)
 			b.ReportAllocs()
-			cpu0 := relayCPU(b)
+			cpu0 := cpuTime(b)
 			b.ResetTimer()
 			for range b.N {
 				if _, err := client.Write(msg); err != nil {
@@ -259,17 +259,17 @@ func BenchmarkRelayEcho(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(relayCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
 
-type relayMemStats struct{ heap, stack uint64 }
+type memStats struct{ heap, stack uint64 }
 
-func relayMem() relayMemStats {
+func memNow() memStats {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return relayMemStats{heap: ms.HeapAlloc, stack: ms.StackInuse}
+	return memStats{heap: ms.HeapAlloc, stack: ms.StackInuse}
 }

@@ -1,4 +1,4 @@
-package proxy
+package relay
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,14 +47,14 @@ type Relay struct {
 	OnBytes func(up bool, n int64)
 
 	// pipeSize is the pipe capacity asked of the kernel for splicing; zero
-	// means relayPipeSize. Benchmarks compare sizes through it.
+	// means defaultPipeSize. Benchmarks compare sizes through it.
 	pipeSize int
 	// noPark keeps every tunnel on the goroutine path, so that benchmarks
 	// can compare it with the parked one in the same run.
 	noPark bool
 
 	once   sync.Once
-	spares *relaySpares
+	spares *loanCache
 }
 
 // EndReason says why a tunnel ended. The set is fixed; values are stable
@@ -75,13 +76,44 @@ const (
 	EndIdleTimeout EndReason = "idle_timeout"
 	// EndCanceled: the context passed to Run was done.
 	EndCanceled EndReason = "canceled"
-	// EndError: any other failure; RelayResult.Err names the side and
+	// EndError: any other failure; Result.Err names the side and
 	// operation.
 	EndError EndReason = "error"
+	// EndPanic: copying panicked; the tunnel was closed and Result.Err is
+	// a *PanicError with the stack.
+	EndPanic EndReason = "panic"
 )
 
-// RelayResult reports how a tunnel went.
-type RelayResult struct {
+// PanicError is the Err of a Result whose Reason is EndPanic: a panic in
+// the relay, recovered so that it ends one tunnel and not the process.
+type PanicError struct {
+	Value any    // what was passed to panic
+	Stack []byte // the panicking goroutine's stack
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("relay panic: %v", e.Value) }
+
+// ender is what catchPanic reports a recovered panic to.
+type ender interface {
+	end(reason EndReason, err error)
+}
+
+// endFunc adapts a function to ender.
+type endFunc func(reason EndReason, err error)
+
+func (f endFunc) end(reason EndReason, err error) { f(reason, err) }
+
+// catchPanic is the one place the relay recovers panics: deferred at the
+// top of every goroutine that copies, it ends the tunnel with EndPanic and
+// the stack instead of crashing the process.
+func catchPanic(e ender) {
+	if p := recover(); p != nil {
+		e.end(EndPanic, &PanicError{Value: p, Stack: debug.Stack()})
+	}
+}
+
+// Result reports how a tunnel went.
+type Result struct {
 	// Up and Down count bytes written to the target and to the client.
 	Up, Down int64
 	Reason   EndReason
@@ -92,8 +124,8 @@ type RelayResult struct {
 	Err error
 }
 
-// relayBufSize is the size of the pooled buffers of the copy fallback.
-const relayBufSize = 32 << 10
+// bufSize is the size of the pooled buffers of the copy fallback.
+const bufSize = 32 << 10
 
 // Run copies in both directions until both directions have ended or ctx is
 // done, then closes both conns. Half-close: when one side ends its write half
@@ -107,9 +139,9 @@ const relayBufSize = 32 << 10
 // and sets its own for the idle timeout. The caller must have drained any
 // bytes it buffered from client (a hijacked bufio.Reader) before calling Run.
 // Run is Start plus a wait for its result.
-func (r *Relay) Run(ctx context.Context, client, target net.Conn) RelayResult {
-	ch := make(chan RelayResult, 1)
-	r.Start(ctx, client, target, func(res RelayResult) { ch <- res })
+func (r *Relay) Run(ctx context.Context, client, target net.Conn) Result {
+	ch := make(chan Result, 1)
+	r.Start(ctx, client, target, func(res Result) { ch <- res })
 	return <-ch
 }
 
@@ -130,27 +162,27 @@ func (r *Relay) Run(ctx context.Context, client, target net.Conn) RelayResult {
 // Closing client or target from outside is not a way to end a parked
 // tunnel: a closed socket leaves the epoll set without an event, so done
 // would never be called. Cancel ctx instead; the relay then closes both.
-func (r *Relay) Start(ctx context.Context, client, target net.Conn, done func(RelayResult)) {
+func (r *Relay) Start(ctx context.Context, client, target net.Conn, done func(Result)) {
 	if r.startParked(ctx, client, target, done) {
 		return
 	}
 	go func() {
-		res := RelayResult{Reason: EndPanic}
-		defer func() {
-			if p := recover(); p != nil {
-				res.Err = fmt.Errorf("relay panic: %v", p)
-				_ = client.Close()
-				_ = target.Close()
-			}
-			done(res)
-		}()
+		var res Result
+		defer func() { done(res) }()
+		// A panic outside the copiers (which catch their own) still
+		// closes both conns and reports.
+		defer catchPanic(endFunc(func(reason EndReason, err error) {
+			res = Result{Reason: reason, Err: err}
+			_ = client.Close()
+			_ = target.Close()
+		}))
 		res = r.runGoroutines(ctx, client, target)
 	}()
 }
 
 // newTunnel returns the state of one tunnel between client and target.
-func (r *Relay) newTunnel(client, target net.Conn) *relayTunnel {
-	t := &relayTunnel{
+func (r *Relay) newTunnel(client, target net.Conn) *tunnel {
+	t := &tunnel{
 		spares:  r.getSpares(),
 		idle:    r.IdleTimeout,
 		onBytes: r.OnBytes,
@@ -158,8 +190,8 @@ func (r *Relay) newTunnel(client, target net.Conn) *relayTunnel {
 		client:  client,
 		target:  target,
 	}
-	t.up = relayCopier{t: t, up: true, src: client, dst: target}
-	t.down = relayCopier{t: t, src: target, dst: client}
+	t.up = copier{t: t, up: true, src: client, dst: target}
+	t.down = copier{t: t, src: target, dst: client}
 	t.up.init()
 	t.down.init()
 	return t
@@ -168,7 +200,7 @@ func (r *Relay) newTunnel(client, target net.Conn) *relayTunnel {
 // runGoroutines is the portable relay: the calling goroutine runs one
 // direction and exactly one more goroutine the other; it returns only after
 // both have finished.
-func (r *Relay) runGoroutines(ctx context.Context, client, target net.Conn) RelayResult {
+func (r *Relay) runGoroutines(ctx context.Context, client, target net.Conn) Result {
 	t := r.newTunnel(client, target)
 
 	var deadline time.Time // zero: none, clearing any left from the handshake
@@ -198,11 +230,11 @@ func (r *Relay) runGoroutines(ctx context.Context, client, target net.Conn) Rela
 }
 
 // getSpares returns the cache shared by the Relay's tunnels, made on first use.
-func (r *Relay) getSpares() *relaySpares {
+func (r *Relay) getSpares() *loanCache {
 	r.once.Do(func() {
-		s := &relaySpares{pipes: newSplicePipes(r.pipeSize), park: newParker()}
+		s := &loanCache{pipes: newSplicePipes(r.pipeSize), park: newParker()}
 		s.bufs.New = func() any {
-			b := make([]byte, relayBufSize)
+			b := make([]byte, bufSize)
 			return &b
 		}
 		// Spare pipes are file descriptors, which the GC does not close:
@@ -213,23 +245,23 @@ func (r *Relay) getSpares() *relaySpares {
 	return r.spares
 }
 
-// relaySpares is what a Relay lends to its tunnels while bytes move.
-type relaySpares struct {
-	bufs  sync.Pool // *[]byte of relayBufSize bytes
+// loanCache is what a Relay lends to its tunnels while bytes move.
+type loanCache struct {
+	bufs  sync.Pool // *[]byte of bufSize bytes
 	pipes *splicePipes
 	park  *parker // the epoll set of parked directions (Linux)
 }
 
-// relayTunnel is the state of one tunnel.
-type relayTunnel struct {
-	spares   *relaySpares
+// tunnel is the state of one tunnel.
+type tunnel struct {
+	spares   *loanCache
 	idle     time.Duration
 	onBytes  func(up bool, n int64)
 	start    time.Time
 	last     atomic.Int64 // when a byte last moved, as time since start (monotonic)
 	client   net.Conn
 	target   net.Conn
-	up, down relayCopier
+	up, down copier
 
 	mu          sync.Mutex // guards the following fields
 	reason      EndReason  // set by the first end; "" while the tunnel is whole
@@ -238,7 +270,7 @@ type relayTunnel struct {
 }
 
 // touch records that bytes moved, for the idle timeout.
-func (t *relayTunnel) touch() {
+func (t *tunnel) touch() {
 	if t.idle > 0 {
 		t.last.Store(int64(time.Since(t.start)))
 	}
@@ -248,7 +280,7 @@ func (t *relayTunnel) touch() {
 // closes both conns, which wakes whichever copier is still waiting. The
 // reason is recorded before the close so that the errors the close causes
 // are never taken for the cause.
-func (t *relayTunnel) end(reason EndReason, err error) {
+func (t *tunnel) end(reason EndReason, err error) {
 	t.mu.Lock()
 	if t.reason == "" {
 		t.reason, t.err = reason, err
@@ -261,19 +293,15 @@ func (t *relayTunnel) end(reason EndReason, err error) {
 // runSafely runs one direction; a panic in it ends the tunnel (both conns
 // closed, Reason EndPanic) instead of the process, so that the other
 // direction, the wait and the cancel handler all wind down as usual.
-func (t *relayTunnel) runSafely(c *relayCopier) {
-	defer func() {
-		if p := recover(); p != nil {
-			t.end(EndPanic, fmt.Errorf("relay panic: %v", p))
-		}
-	}()
+func (t *tunnel) runSafely(c *copier) {
+	defer catchPanic(t)
 	c.run()
 }
 
 // sawEOF records that a side closed its write half. It is called before the
 // EOF is passed on, so that the order recorded is the peers' order and not
 // that of the copiers' goroutines.
-func (t *relayTunnel) sawEOF(c *relayCopier) {
+func (t *tunnel) sawEOF(c *copier) {
 	t.mu.Lock()
 	if t.firstClosed == "" {
 		t.firstClosed = EndTargetClosed
@@ -284,8 +312,8 @@ func (t *relayTunnel) sawEOF(c *relayCopier) {
 	t.mu.Unlock()
 }
 
-func (t *relayTunnel) reasonFor(err error) EndReason {
-	var re *relayError
+func (t *tunnel) reasonFor(err error) EndReason {
+	var re *sideError
 	switch {
 	case t.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded):
 		return EndIdleTimeout
@@ -298,10 +326,10 @@ func (t *relayTunnel) reasonFor(err error) EndReason {
 	return EndError
 }
 
-func (t *relayTunnel) result() RelayResult {
+func (t *tunnel) result() Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	res := RelayResult{Up: t.up.n, Down: t.down.n, Reason: t.reason, Err: t.err}
+	res := Result{Up: t.up.n, Down: t.down.n, Reason: t.reason, Err: t.err}
 	if res.Reason == "" {
 		res.Reason = t.firstClosed // both directions ended cleanly
 	}
@@ -315,14 +343,14 @@ func isPeerReset(err error) bool {
 		errors.Is(err, syscall.ECONNABORTED)
 }
 
-// relayError says which conn failed, and in which operation.
-type relayError struct {
+// sideError says which conn failed, and in which operation.
+type sideError struct {
 	op     string // "read", "write" or "close write"
 	client bool   // the client conn failed, else the target conn
 	err    error
 }
 
-func (e *relayError) Error() string {
+func (e *sideError) Error() string {
 	side := "target"
 	if e.client {
 		side = "client"
@@ -330,20 +358,20 @@ func (e *relayError) Error() string {
 	return e.op + " " + side + ": " + e.err.Error()
 }
 
-func (e *relayError) Unwrap() error { return e.err }
+func (e *sideError) Unwrap() error { return e.err }
 
-// relayCopier moves one direction of a tunnel: src to dst. Its methods are
+// copier moves one direction of a tunnel: src to dst. Its methods are
 // named so that goroutine dumps show what each tunnel is doing.
-type relayCopier struct {
-	t        *relayTunnel
+type copier struct {
+	t        *tunnel
 	up       bool // client -> target
 	src, dst net.Conn
 	n        int64    // bytes written to dst
-	sys      relaySys // platform state for waiting and splicing
+	sys      sysState // platform state for waiting and splicing
 }
 
 // run copies until src ends or the tunnel does, and reports to the tunnel.
-func (c *relayCopier) run() {
+func (c *copier) run() {
 	var err error
 	if c.canSplice() {
 		err = c.spliceLoop()
@@ -355,7 +383,7 @@ func (c *relayCopier) run() {
 
 // finish reports how src ended: EOF is passed on to dst, anything else ends
 // the tunnel.
-func (c *relayCopier) finish(err error) {
+func (c *copier) finish(err error) {
 	if err == io.EOF {
 		c.t.sawEOF(c)
 		err = c.closeWrite()
@@ -367,7 +395,7 @@ func (c *relayCopier) finish(err error) {
 
 // bufferLoop is the portable copier: chunk by chunk through pooled buffers.
 // It returns io.EOF when src ends.
-func (c *relayCopier) bufferLoop() error {
+func (c *copier) bufferLoop() error {
 	for {
 		if _, err := c.copyOnce(); err != nil {
 			return err
@@ -381,7 +409,7 @@ func (c *relayCopier) bufferLoop() error {
 // here: with a *net.TCPConn on either end it bypasses the buffer
 // (ReaderFrom/WriterTo), and the relay needs each chunk for counters and the
 // idle clock.
-func (c *relayCopier) copyOnce() (full bool, err error) {
+func (c *copier) copyOnce() (full bool, err error) {
 	bp, n, err := c.readChunk()
 	if bp == nil {
 		return false, err
@@ -397,7 +425,7 @@ func (c *relayCopier) copyOnce() (full bool, err error) {
 
 // readBlocking reads a chunk from an opaque src, which can only be waited on
 // by reading: the buffer is held while src is idle.
-func (c *relayCopier) readBlocking() (*[]byte, int, error) {
+func (c *copier) readBlocking() (*[]byte, int, error) {
 	bp := c.t.spares.bufs.Get().(*[]byte)
 	n, err := c.read(*bp)
 	return bp, n, err
@@ -405,7 +433,7 @@ func (c *relayCopier) readBlocking() (*[]byte, int, error) {
 
 // read reads once from src, riding out idle deadlines while the tunnel is
 // active. It returns io.EOF unwrapped.
-func (c *relayCopier) read(buf []byte) (int, error) {
+func (c *copier) read(buf []byte) (int, error) {
 	for {
 		n, err := c.src.Read(buf)
 		if err == nil || err == io.EOF {
@@ -420,7 +448,7 @@ func (c *relayCopier) read(buf []byte) (int, error) {
 
 // write writes all of b to dst, riding out idle deadlines while the tunnel is
 // active (partial progress counts as activity).
-func (c *relayCopier) write(b []byte) error {
+func (c *copier) write(b []byte) error {
 	for {
 		n, err := c.dst.Write(b)
 		if n > 0 {
@@ -438,7 +466,7 @@ func (c *relayCopier) write(b []byte) error {
 }
 
 // count adds n bytes moved to dst.
-func (c *relayCopier) count(n int) {
+func (c *copier) count(n int) {
 	c.n += int64(n)
 	if c.t.onBytes != nil {
 		c.t.onBytes(c.up, int64(n))
@@ -450,7 +478,7 @@ func (c *relayCopier) count(n int) {
 // it pushes conn's read or write deadline to IdleTimeout after that activity
 // and the caller retries. Deadlines are set this lazily, not per chunk, so
 // the hot path does not touch timers.
-func (c *relayCopier) keepWaiting(err error, conn net.Conn, read bool) bool {
+func (c *copier) keepWaiting(err error, conn net.Conn, read bool) bool {
 	t := c.t
 	if t.idle <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
@@ -470,7 +498,7 @@ func (c *relayCopier) keepWaiting(err error, conn net.Conn, read bool) bool {
 // closeWrite passes src's EOF on to dst. A dst that cannot half-close keeps
 // its write half open until the tunnel ends: the other direction may still
 // be flowing.
-func (c *relayCopier) closeWrite() error {
+func (c *copier) closeWrite() error {
 	cw, ok := c.dst.(interface{ CloseWrite() error })
 	if !ok {
 		return nil
@@ -479,15 +507,15 @@ func (c *relayCopier) closeWrite() error {
 	// sending its own EOF), so there is no write half left to close; the
 	// end of the tunnel is clean as far as this direction goes.
 	if err := cw.CloseWrite(); err != nil && !errors.Is(err, syscall.ENOTCONN) {
-		return &relayError{op: "close write", client: !c.up, err: err}
+		return &sideError{op: "close write", client: !c.up, err: err}
 	}
 	return nil
 }
 
-func (c *relayCopier) srcErr(err error) error {
-	return &relayError{op: "read", client: c.up, err: err}
+func (c *copier) srcErr(err error) error {
+	return &sideError{op: "read", client: c.up, err: err}
 }
 
-func (c *relayCopier) dstErr(err error) error {
-	return &relayError{op: "write", client: !c.up, err: err}
+func (c *copier) dstErr(err error) error {
+	return &sideError{op: "write", client: !c.up, err: err}
 }

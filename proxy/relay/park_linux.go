@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package relay
 
 import (
 	"context"
@@ -203,10 +203,10 @@ func (p *parker) wakeLocked() {
 
 // parkTunnel is a tunnel whose directions park in the Relay's epoll set.
 type parkTunnel struct {
-	t      *relayTunnel
+	t      *tunnel
 	p      *parker
 	dirs   [2]*parkDir
-	done   func(RelayResult)
+	done   func(Result)
 	stop   func() bool // stops the ctx AfterFunc
 	timer  *time.Timer // idle timeout; nil without one
 	client net.Conn
@@ -222,7 +222,7 @@ type parkTunnel struct {
 // parkDir is one parked direction: its copier and its source's socket.
 type parkDir struct {
 	pt    *parkTunnel
-	c     *relayCopier
+	c     *copier
 	rc    syscall.RawConn
 	id    uint64
 	added bool // in the epoll set (guarded by the parker's mu)
@@ -230,7 +230,7 @@ type parkDir struct {
 
 // startParked starts a tunnel on the epoll path if both conns expose their
 // sockets; it reports false, having touched nothing, otherwise.
-func (r *Relay) startParked(ctx context.Context, client, target net.Conn, done func(RelayResult)) bool {
+func (r *Relay) startParked(ctx context.Context, client, target net.Conn, done func(Result)) bool {
 	if r.noPark || rawSocket(client) == nil || rawSocket(target) == nil {
 		return false
 	}
@@ -292,12 +292,8 @@ func (pt *parkTunnel) wakeUp(d *parkDir) {
 // or ends the tunnel. A panic ends the tunnel, not the process.
 func (d *parkDir) run() {
 	eof := false
-	defer func() {
-		if p := recover(); p != nil {
-			d.pt.end(EndPanic, fmt.Errorf("relay panic: %v", p))
-		}
-		d.pt.release(eof)
-	}()
+	defer func() { d.pt.release(eof) }()
+	defer catchPanic(d.pt)
 	c := d.c
 	err := c.spliceLoop()
 	for err == errWouldBlock {
@@ -358,7 +354,7 @@ func (d *parkDir) linger() (full bool, err error) {
 }
 
 // side names the source of c for errors.
-func (c *relayCopier) side() string {
+func (c *copier) side() string {
 	if c.up {
 		return "client"
 	}

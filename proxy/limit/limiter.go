@@ -1,4 +1,4 @@
-package proxy
+package limit
 
 import (
 	"context"
@@ -11,58 +11,58 @@ import (
 	"time"
 )
 
-// ErrLimitExceeded is wrapped by every *LimitError, so errors.Is works on
-// a refusal however it was wrapped on the way to statusFor.
-var ErrLimitExceeded = errors.New("tunnel limit reached")
+// ErrExceeded is wrapped by every *Error, so errors.Is works on
+// a refusal however it was wrapped on its way to the caller.
+var ErrExceeded = errors.New("tunnel limit reached")
 
-// LimitKind names one of the limits on tunnels. Its String is the label
+// Kind names one of the limits on tunnels. Its String is the label
 // value used in metrics and the word used in 503 bodies.
-type LimitKind int
+type Kind int
 
 // The limit kinds, in the order Acquire checks them.
 const (
-	KindGlobal   LimitKind = iota // --max-tunnels
-	KindUser                      // --max-tunnels-per-user and overrides
-	KindClientIP                  // --max-tunnels-per-ip
-	KindHost                      // --max-tunnels-per-host
-	KindPending                   // --max-pending (a Gate, not the Limiter)
-	numLimitKinds
+	KindGlobal   Kind = iota // --max-tunnels
+	KindUser                 // --max-tunnels-per-user and overrides
+	KindClientIP             // --max-tunnels-per-ip
+	KindHost                 // --max-tunnels-per-host
+	KindPending              // --max-pending (a Gate, not the Limiter)
+	NumKinds
 )
 
-var limitKindNames = [numLimitKinds]string{"global", "user", "client_ip", "host", "pending"}
+var kindNames = [NumKinds]string{"global", "user", "client_ip", "host", "pending"}
 
 // String returns the kind's label: global, user, client_ip, host, pending.
-func (k LimitKind) String() string {
-	if k < 0 || k >= numLimitKinds {
-		return fmt.Sprintf("LimitKind(%d)", int(k))
+func (k Kind) String() string {
+	if k < 0 || k >= NumKinds {
+		return fmt.Sprintf("Kind(%d)", int(k))
 	}
-	return limitKindNames[k]
+	return kindNames[k]
 }
 
-// LimitError is returned when a slot could not be had. It wraps
-// ErrLimitExceeded. It names only the kind and number, never the user,
+// Error is returned when a slot could not be had. It wraps
+// ErrExceeded. It names only the kind and number, never the user,
 // client or host, so it is safe to log and to show to the client.
-type LimitError struct {
-	Kind   LimitKind     // the first full limit, in KindGlobal..KindHost order
+type Error struct {
+	Kind   Kind          // the first full limit, in KindGlobal..KindHost order
 	Limit  int           // that limit's value for this key
 	Waited time.Duration // time spent queued; 0 when refused at once
 }
 
 // Error says which limit was hit, e.g. "tunnel limit reached: user limit 5".
-func (e *LimitError) Error() string {
+func (e *Error) Error() string {
 	if e.Waited > 0 {
-		return fmt.Sprintf("%v: %s limit %d (waited %v)", ErrLimitExceeded, e.Kind, e.Limit, e.Waited.Round(time.Millisecond))
+		return fmt.Sprintf("%v: %s limit %d (waited %v)", ErrExceeded, e.Kind, e.Limit, e.Waited.Round(time.Millisecond))
 	}
-	return fmt.Sprintf("%v: %s limit %d", ErrLimitExceeded, e.Kind, e.Limit)
+	return fmt.Sprintf("%v: %s limit %d", ErrExceeded, e.Kind, e.Limit)
 }
 
-// Unwrap returns ErrLimitExceeded.
-func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
+// Unwrap returns ErrExceeded.
+func (e *Error) Unwrap() error { return ErrExceeded }
 
-// Limits are the tunnel limits. A value <= 0 means unlimited for that
+// Config is the tunnel limits. A value <= 0 means unlimited for that
 // kind, in the override maps too: an override of 0 lifts the cap for that
 // user or group.
-type Limits struct {
+type Config struct {
 	Global  int // tunnels in the whole proxy
 	PerUser int // tunnels per authenticated user; anonymous clients have no per-user cap
 	PerIP   int // tunnels per client IP
@@ -78,7 +78,7 @@ type Limits struct {
 
 // Validate reports problems in the per-user and per-group overrides; the
 // flag-set values are checked by Config.Validate.
-func (lim Limits) Validate() error {
+func (lim Config) Validate() error {
 	var errs []error
 	for _, m := range []struct {
 		what string
@@ -98,7 +98,7 @@ func (lim Limits) Validate() error {
 
 // userLimit resolves the per-user cap for user: Users, else the largest of
 // its Groups, else PerUser. Anonymous clients ("") have none.
-func (lim Limits) userLimit(user string, groups []string) int {
+func (lim Config) userLimit(user string, groups []string) int {
 	if user == "" {
 		return 0
 	}
@@ -139,7 +139,7 @@ type Key struct {
 }
 
 // Limiter hands out tunnel slots under all applicable limits at once.
-// A nil *Limiter is valid and unlimited; NewLimiter always returns a live
+// A nil *Limiter is valid and unlimited; New always returns a live
 // one (which counts usage even with no limits set), so SetLimits and
 // Usage work after a reload that turns limits on.
 //
@@ -149,13 +149,13 @@ type Key struct {
 // not hold up waiters that only need the global slot it is not using.
 type Limiter struct {
 	mu     sync.Mutex // guards the following fields
-	lim    Limits
+	lim    Config
 	global int
 	users  map[string]userUse
 	ips    map[netip.Addr]int
 	hosts  map[string]int
-	head   *limWaiter // oldest waiter
-	tail   *limWaiter
+	head   *waiter // oldest waiter
+	tail   *waiter
 	nwait  int
 }
 
@@ -166,34 +166,34 @@ type userUse struct {
 	groups []string
 }
 
-// limKey is a normalised Key plus the user cap resolved under l.lim.
-type limKey struct {
+// waitKey is a normalised Key plus the user cap resolved under l.lim.
+type waitKey struct {
 	Key
 	userLimit int
 }
 
-// limWaiter is one queued Acquire. slot is set, and ready closed, by
+// waiter is one queued Acquire. slot is set, and ready closed, by
 // dispatch under l.mu when the waiter is served.
-type limWaiter struct {
-	k          limKey
+type waiter struct {
+	k          waitKey
 	ready      chan struct{}
 	slot       *Slot
-	prev, next *limWaiter
+	prev, next *waiter
 }
 
-// NewLimiter returns a limiter enforcing lim. It keeps a copy of the
+// New returns a limiter enforcing lim. It keeps a copy of the
 // override maps.
-func NewLimiter(lim Limits) *Limiter {
+func New(lim Config) *Limiter {
 	l := &Limiter{
 		users: make(map[string]userUse),
 		ips:   make(map[netip.Addr]int),
 		hosts: make(map[string]int),
 	}
-	l.lim = cloneLimits(lim)
+	l.lim = cloneConfig(lim)
 	return l
 }
 
-func cloneLimits(lim Limits) Limits {
+func cloneConfig(lim Config) Config {
 	lim.Users = maps.Clone(lim.Users)
 	lim.Groups = maps.Clone(lim.Groups)
 	return lim
@@ -202,7 +202,7 @@ func cloneLimits(lim Limits) Limits {
 // Acquire takes one slot for k under every applicable limit at once (all
 // or nothing). If a limit is full it waits up to wait (0: no waiting) in
 // arrival order, and returns ctx.Err() as soon as ctx ends, giving up its
-// queue place at once. A refusal is a *LimitError naming the first full
+// queue place at once. A refusal is a *Error naming the first full
 // kind. The caller must Release the slot exactly once it is done with it;
 // extra Releases do nothing. A nil Limiter returns a nil *Slot, whose
 // Release also does nothing.
@@ -210,7 +210,7 @@ func (l *Limiter) Acquire(ctx context.Context, k Key, wait time.Duration) (*Slot
 	if l == nil {
 		return nil, nil
 	}
-	nk := limKey{Key: k}
+	nk := waitKey{Key: k}
 	nk.ClientIP = k.ClientIP.Unmap().WithZone("")
 
 	l.mu.Lock()
@@ -223,14 +223,14 @@ func (l *Limiter) Acquire(ctx context.Context, k Key, wait time.Duration) (*Slot
 	}
 	if wait <= 0 {
 		l.mu.Unlock()
-		return nil, &LimitError{Kind: kind, Limit: limit}
+		return nil, &Error{Kind: kind, Limit: limit}
 	}
 	if err := ctx.Err(); err != nil {
 		l.mu.Unlock()
 		return nil, err
 	}
 	start := time.Now()
-	w := &limWaiter{k: nk, ready: make(chan struct{})}
+	w := &waiter{k: nk, ready: make(chan struct{})}
 	l.enqueue(w)
 	l.mu.Unlock()
 
@@ -264,12 +264,12 @@ func (l *Limiter) Acquire(ctx context.Context, k Key, wait time.Duration) (*Slot
 	if ctxDone {
 		return nil, ctx.Err()
 	}
-	return nil, &LimitError{Kind: kind, Limit: limit, Waited: time.Since(start)}
+	return nil, &Error{Kind: kind, Limit: limit, Waited: time.Since(start)}
 }
 
 // firstFull reports the first limit, in kind order, that has no room for
 // k. Usage above a lowered limit counts as full.
-func (l *Limiter) firstFull(k *limKey) (LimitKind, int, bool) {
+func (l *Limiter) firstFull(k *waitKey) (Kind, int, bool) {
 	if g := l.lim.Global; g > 0 && l.global >= g {
 		return KindGlobal, g, true
 	}
@@ -287,7 +287,7 @@ func (l *Limiter) firstFull(k *limKey) (LimitKind, int, bool) {
 
 // take counts a slot for k under every kind, limited or not, so a limit
 // turned on by SetLimits sees the real usage.
-func (l *Limiter) take(k *limKey) *Slot {
+func (l *Limiter) take(k *waitKey) *Slot {
 	l.global++
 	if k.User != "" {
 		u := l.users[k.User]
@@ -330,7 +330,7 @@ func (l *Limiter) give(k *slotKey) {
 	}
 }
 
-func (l *Limiter) enqueue(w *limWaiter) {
+func (l *Limiter) enqueue(w *waiter) {
 	w.prev = l.tail
 	if l.tail != nil {
 		l.tail.next = w
@@ -341,7 +341,7 @@ func (l *Limiter) enqueue(w *limWaiter) {
 	l.nwait++
 }
 
-func (l *Limiter) dequeue(w *limWaiter) {
+func (l *Limiter) dequeue(w *waiter) {
 	if w.prev != nil {
 		w.prev.next = w.next
 	} else {
@@ -398,11 +398,11 @@ func (l *Limiter) Full() bool {
 // SetLimits replaces the limits (on SIGHUP). Lowering a limit never
 // touches held slots; it only refuses new ones until usage drops below
 // it. Raising one serves waiters at once.
-func (l *Limiter) SetLimits(lim Limits) {
+func (l *Limiter) SetLimits(lim Config) {
 	if l == nil {
 		return
 	}
-	lim = cloneLimits(lim)
+	lim = cloneConfig(lim)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lim = lim

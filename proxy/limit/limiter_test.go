@@ -1,4 +1,4 @@
-package proxy
+package limit
 
 import (
 	"context"
@@ -10,16 +10,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 )
 
-// limWaitUntil polls cond until it holds, failing the test after a
+// waitUntil polls cond until it holds, failing the test after a
 // deadline. The limiter has no event to wait on for "queued", so tests
 // observe it through Waiting.
-func limWaitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -30,8 +29,8 @@ func limWaitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// limMustAcquire acquires without waiting and fails the test on refusal.
-func limMustAcquire(t *testing.T, l *Limiter, k Key) *Slot {
+// mustAcquire acquires without waiting and fails the test on refusal.
+func mustAcquire(t *testing.T, l *Limiter, k Key) *Slot {
 	t.Helper()
 	s, err := l.Acquire(t.Context(), k, 0)
 	if err != nil {
@@ -40,24 +39,24 @@ func limMustAcquire(t *testing.T, l *Limiter, k Key) *Slot {
 	return s
 }
 
-// limWantRefused checks that k is refused now, by kind with limit.
-func limWantRefused(t *testing.T, l *Limiter, k Key, kind LimitKind, limit int) {
+// wantRefused checks that k is refused now, by kind with limit.
+func wantRefused(t *testing.T, l *Limiter, k Key, kind Kind, limit int) {
 	t.Helper()
 	s, err := l.Acquire(t.Context(), k, 0)
-	var le *LimitError
+	var le *Error
 	if !errors.As(err, &le) {
 		s.Release()
-		t.Fatalf("Acquire(%+v) = %v; want *LimitError", k, err)
+		t.Fatalf("Acquire(%+v) = %v; want *Error", k, err)
 	}
 	if le.Kind != kind || le.Limit != limit || le.Waited != 0 {
 		t.Fatalf("Acquire(%+v) refused with %+v; want kind %v limit %d, no wait", k, *le, kind, limit)
 	}
 }
 
-// limQueued starts Acquire(k, wait) in a goroutine, waits until the
+// queued starts Acquire(k, wait) in a goroutine, waits until the
 // limiter shows it queued (Waiting reaches want), and returns channels
 // for its outcome.
-func limQueued(t *testing.T, ctx context.Context, l *Limiter, k Key, want int) (<-chan *Slot, <-chan error) {
+func queued(t *testing.T, ctx context.Context, l *Limiter, k Key, want int) (<-chan *Slot, <-chan error) {
 	t.Helper()
 	slots, errs := make(chan *Slot, 1), make(chan error, 1)
 	go func() {
@@ -68,11 +67,11 @@ func limQueued(t *testing.T, ctx context.Context, l *Limiter, k Key, want int) (
 		}
 		slots <- s
 	}()
-	limWaitUntil(t, fmt.Sprintf("%d waiters", want), func() bool { return l.Waiting() == want })
+	waitUntil(t, fmt.Sprintf("%d waiters", want), func() bool { return l.Waiting() == want })
 	return slots, errs
 }
 
-func limRecv(t *testing.T, slots <-chan *Slot, errs <-chan error) *Slot {
+func recv(t *testing.T, slots <-chan *Slot, errs <-chan error) *Slot {
 	t.Helper()
 	select {
 	case s := <-slots:
@@ -85,7 +84,7 @@ func limRecv(t *testing.T, slots <-chan *Slot, errs <-chan error) *Slot {
 	return nil
 }
 
-func limNotServed(t *testing.T, slots <-chan *Slot) {
+func notServed(t *testing.T, slots <-chan *Slot) {
 	t.Helper()
 	select {
 	case s := <-slots:
@@ -95,8 +94,8 @@ func limNotServed(t *testing.T, slots <-chan *Slot) {
 	}
 }
 
-// limCheckEmpty checks that no slot, waiter or map entry is left.
-func limCheckEmpty(t *testing.T, l *Limiter) {
+// checkEmpty checks that no slot, waiter or map entry is left.
+func checkEmpty(t *testing.T, l *Limiter) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -105,8 +104,8 @@ func limCheckEmpty(t *testing.T, l *Limiter) {
 	}
 }
 
-// limStoreMax raises a to n if n is larger.
-func limStoreMax(a *atomic.Int64, n int64) {
+// storeMax raises a to n if n is larger.
+func storeMax(a *atomic.Int64, n int64) {
 	for p := a.Load(); n > p; p = a.Load() {
 		if a.CompareAndSwap(p, n) {
 			return
@@ -116,7 +115,7 @@ func limStoreMax(a *atomic.Int64, n int64) {
 
 func TestLimiterConcurrentGlobal(t *testing.T) {
 	const limit, workers, rounds = 10, 100, 50
-	l := NewLimiter(Limits{Global: limit})
+	l := New(Config{Global: limit})
 	var held, peak, served, refused atomic.Int64
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -129,16 +128,16 @@ func TestLimiterConcurrentGlobal(t *testing.T) {
 			for range rounds {
 				s, err := l.Acquire(t.Context(), k, wait)
 				if err != nil {
-					var le *LimitError
+					var le *Error
 					if !errors.As(err, &le) || le.Kind != KindGlobal || le.Limit != limit {
-						t.Errorf("Acquire = %v; want a global LimitError", err)
+						t.Errorf("Acquire = %v; want a global Error", err)
 						return
 					}
 					refused.Add(1)
 					continue
 				}
 				served.Add(1)
-				limStoreMax(&peak, held.Add(1))
+				storeMax(&peak, held.Add(1))
 				runtime.Gosched() // let others run while this slot is held
 				held.Add(-1)
 				// Two concurrent Releases: only one may count.
@@ -160,12 +159,12 @@ func TestLimiterConcurrentGlobal(t *testing.T) {
 	if served.Load() < workers/2*rounds {
 		t.Errorf("served = %d; want at least every queued request (%d)", served.Load(), workers/2*rounds)
 	}
-	limCheckEmpty(t, l)
+	checkEmpty(t, l)
 }
 
 func TestLimiterConcurrentPerKey(t *testing.T) {
 	const perUser, users, workers, rounds = 3, 5, 100, 30
-	l := NewLimiter(Limits{Global: 12, PerUser: perUser, PerHost: 4})
+	l := New(Config{Global: 12, PerUser: perUser, PerHost: 4})
 	var mu sync.Mutex
 	heldUser := map[string]int{}
 	heldHost := map[string]int{}
@@ -198,94 +197,94 @@ func TestLimiterConcurrentPerKey(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	limCheckEmpty(t, l)
+	checkEmpty(t, l)
 }
 
 func TestLimiterKinds(t *testing.T) {
 	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	tests := []struct {
 		name   string
-		lim    Limits
+		lim    Config
 		same   Key  // used up to the limit
 		alias  Key  // the same key written differently: must share the count
 		other  *Key // if set, a different key: unaffected
-		kind   LimitKind
+		kind   Kind
 		limit  int
 		exempt *Key // if set, a key with no slot of this kind: never limited by it
 	}{
 		{
-			name: "global", lim: Limits{Global: 2},
+			name: "global", lim: Config{Global: 2},
 			same: Key{User: "a"}, alias: Key{User: "b"}, kind: KindGlobal, limit: 2,
 		},
 		{
-			name: "user", lim: Limits{PerUser: 2},
+			name: "user", lim: Config{PerUser: 2},
 			same: Key{User: "alice"}, alias: Key{User: "alice", Groups: []string{"x"}}, other: &Key{User: "bob"},
 			kind: KindUser, limit: 2, exempt: &Key{ClientIP: ip("192.0.2.9")},
 		},
 		{
-			name: "client ip", lim: Limits{PerIP: 2},
+			name: "client ip", lim: Config{PerIP: 2},
 			same: Key{ClientIP: ip("192.0.2.1")}, alias: Key{ClientIP: ip("::ffff:192.0.2.1")}, other: &Key{ClientIP: ip("192.0.2.2")},
 			kind: KindClientIP, limit: 2, exempt: &Key{User: "alice"},
 		},
 		{
-			name: "client ip zone", lim: Limits{PerIP: 1},
+			name: "client ip zone", lim: Config{PerIP: 1},
 			same: Key{ClientIP: ip("fe80::1%eth0")}, alias: Key{ClientIP: ip("fe80::1")}, other: &Key{ClientIP: ip("fe80::2")},
 			kind: KindClientIP, limit: 1, exempt: &Key{},
 		},
 		{
-			name: "host", lim: Limits{PerHost: 3},
+			name: "host", lim: Config{PerHost: 3},
 			same: Key{Host: "example.com"}, alias: Key{Host: "example.com", User: "z"}, other: &Key{Host: "example.org"},
 			kind: KindHost, limit: 3, exempt: &Key{User: "x"},
 		},
 		{
 			// Global is checked first, so it is the one named.
-			name: "order global first", lim: Limits{Global: 1, PerUser: 1, PerIP: 1, PerHost: 1},
+			name: "order global first", lim: Config{Global: 1, PerUser: 1, PerIP: 1, PerHost: 1},
 			same: Key{User: "a", ClientIP: ip("192.0.2.1"), Host: "h"}, alias: Key{User: "a", ClientIP: ip("192.0.2.1"), Host: "h"},
 			kind: KindGlobal, limit: 1,
 		},
 		{
-			name: "order user before ip and host", lim: Limits{PerUser: 1, PerIP: 1, PerHost: 1},
+			name: "order user before ip and host", lim: Config{PerUser: 1, PerIP: 1, PerHost: 1},
 			same: Key{User: "a", ClientIP: ip("192.0.2.1"), Host: "h"}, alias: Key{User: "a", ClientIP: ip("192.0.2.1"), Host: "h"},
 			other: &Key{User: "b", ClientIP: ip("192.0.2.2"), Host: "g"}, kind: KindUser, limit: 1,
 		},
 		{
-			name: "order ip before host", lim: Limits{PerIP: 1, PerHost: 1},
+			name: "order ip before host", lim: Config{PerIP: 1, PerHost: 1},
 			same: Key{ClientIP: ip("192.0.2.1"), Host: "h"}, alias: Key{ClientIP: ip("192.0.2.1"), Host: "h"},
 			other: &Key{ClientIP: ip("192.0.2.2"), Host: "g"}, kind: KindClientIP, limit: 1,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewLimiter(tt.lim)
+			l := New(tt.lim)
 			var held []*Slot
 			for range tt.limit - 1 {
-				held = append(held, limMustAcquire(t, l, tt.same))
+				held = append(held, mustAcquire(t, l, tt.same))
 			}
-			held = append(held, limMustAcquire(t, l, tt.alias))
-			limWantRefused(t, l, tt.same, tt.kind, tt.limit)
-			limWantRefused(t, l, tt.alias, tt.kind, tt.limit)
+			held = append(held, mustAcquire(t, l, tt.alias))
+			wantRefused(t, l, tt.same, tt.kind, tt.limit)
+			wantRefused(t, l, tt.alias, tt.kind, tt.limit)
 			if tt.other != nil {
-				held = append(held, limMustAcquire(t, l, *tt.other))
+				held = append(held, mustAcquire(t, l, *tt.other))
 			}
 			if tt.exempt != nil {
 				for range 5 {
-					held = append(held, limMustAcquire(t, l, *tt.exempt))
+					held = append(held, mustAcquire(t, l, *tt.exempt))
 				}
 			}
 			held[0].Release()
-			s := limMustAcquire(t, l, tt.same)
-			limWantRefused(t, l, tt.same, tt.kind, tt.limit)
+			s := mustAcquire(t, l, tt.same)
+			wantRefused(t, l, tt.same, tt.kind, tt.limit)
 			s.Release()
 			for _, s := range held {
 				s.Release()
 			}
-			limCheckEmpty(t, l)
+			checkEmpty(t, l)
 		})
 	}
 }
 
 func TestLimiterUserOverrides(t *testing.T) {
-	lim := Limits{
+	lim := Config{
 		PerUser: 2,
 		Users:   map[string]int{"vip": 5, "free": 0, "small": 1},
 		Groups:  map[string]int{"ops": 4, "dev": 3, "batch": 0},
@@ -311,7 +310,7 @@ func TestLimiterUserOverrides(t *testing.T) {
 			if got := lim.userLimit(tt.user, tt.groups); got != tt.want {
 				t.Fatalf("userLimit(%q, %v) = %d; want %d", tt.user, tt.groups, got, tt.want)
 			}
-			l := NewLimiter(lim)
+			l := New(lim)
 			k := Key{User: tt.user, Groups: tt.groups}
 			n := tt.want
 			if n == 0 {
@@ -319,19 +318,19 @@ func TestLimiterUserOverrides(t *testing.T) {
 			}
 			var held []*Slot
 			for range n {
-				held = append(held, limMustAcquire(t, l, k))
+				held = append(held, mustAcquire(t, l, k))
 			}
 			if tt.want > 0 {
-				limWantRefused(t, l, k, KindUser, tt.want)
+				wantRefused(t, l, k, KindUser, tt.want)
 			}
 			for _, s := range held {
 				s.Release()
 			}
-			limCheckEmpty(t, l)
+			checkEmpty(t, l)
 		})
 	}
-	// NewLimiter copies the maps: the caller may reuse them.
-	l := NewLimiter(lim)
+	// New copies the maps: the caller may reuse them.
+	l := New(lim)
 	lim.Users["vip"] = 1
 	if got := l.lim.userLimit("vip", nil); got != 5 {
 		t.Errorf("after the caller changed its map, vip limit = %d; want 5", got)
@@ -340,8 +339,8 @@ func TestLimiterUserOverrides(t *testing.T) {
 
 func TestLimiterFIFO(t *testing.T) {
 	const n = 6
-	l := NewLimiter(Limits{Global: 1})
-	first := limMustAcquire(t, l, Key{})
+	l := New(Config{Global: 1})
+	first := mustAcquire(t, l, Key{})
 	type served struct {
 		id int
 		s  *Slot
@@ -357,9 +356,9 @@ func TestLimiterFIFO(t *testing.T) {
 			order <- served{i, s}
 		}()
 		// Queue one at a time so arrival order is known.
-		limWaitUntil(t, fmt.Sprintf("waiter %d queued", i), func() bool { return l.Waiting() == i+1 })
+		waitUntil(t, fmt.Sprintf("waiter %d queued", i), func() bool { return l.Waiting() == i+1 })
 	}
-	limWantRefused(t, l, Key{}, KindGlobal, 1) // a newcomer with no patience does not jump the queue
+	wantRefused(t, l, Key{}, KindGlobal, 1) // a newcomer with no patience does not jump the queue
 	first.Release()
 	for want := range n {
 		select {
@@ -378,22 +377,22 @@ func TestLimiterFIFO(t *testing.T) {
 			t.Fatalf("waiter %d not served", want)
 		}
 	}
-	limCheckEmpty(t, l)
+	checkEmpty(t, l)
 }
 
 // Waiters held back by different keys are served independently: a full
 // host does not stall waiters that only need the global pool.
 func TestLimiterIndependentKeys(t *testing.T) {
-	l := NewLimiter(Limits{Global: 3, PerHost: 1})
-	a := limMustAcquire(t, l, Key{Host: "a"})
-	b := limMustAcquire(t, l, Key{Host: "b"})
-	waitA, errA := limQueued(t, t.Context(), l, Key{Host: "a"}, 1)
-	waitB, errB := limQueued(t, t.Context(), l, Key{Host: "b"}, 2)
+	l := New(Config{Global: 3, PerHost: 1})
+	a := mustAcquire(t, l, Key{Host: "a"})
+	b := mustAcquire(t, l, Key{Host: "b"})
+	waitA, errA := queued(t, t.Context(), l, Key{Host: "a"}, 1)
+	waitB, errB := queued(t, t.Context(), l, Key{Host: "b"}, 2)
 
 	// Global has room and host c is free: served at once, past the queue.
-	c := limMustAcquire(t, l, Key{Host: "c"})
+	c := mustAcquire(t, l, Key{Host: "c"})
 	// Now global is full too; d queues behind a and b.
-	waitD, errD := limQueued(t, t.Context(), l, Key{Host: "d"}, 3)
+	waitD, errD := queued(t, t.Context(), l, Key{Host: "d"}, 3)
 
 	// Freeing b's host slot frees a global slot as well: b is the oldest
 	// waiter that fits (a's host is still full), so b gets it, not d.
@@ -401,9 +400,9 @@ func TestLimiterIndependentKeys(t *testing.T) {
 	if got := l.Waiting(); got != 2 {
 		t.Fatalf("Waiting() = %d after b's release; want 2 (a, d)", got)
 	}
-	b2 := limRecv(t, waitB, errB)
-	limNotServed(t, waitA)
-	limNotServed(t, waitD)
+	b2 := recv(t, waitB, errB)
+	notServed(t, waitA)
+	notServed(t, waitD)
 
 	// c's release frees only a global slot: a still lacks its host, so d,
 	// though newer, is served.
@@ -411,33 +410,33 @@ func TestLimiterIndependentKeys(t *testing.T) {
 	if got := l.Waiting(); got != 1 {
 		t.Fatalf("Waiting() = %d after c's release; want 1 (a)", got)
 	}
-	d := limRecv(t, waitD, errD)
-	limNotServed(t, waitA)
+	d := recv(t, waitD, errD)
+	notServed(t, waitA)
 	if got := l.Waiting(); got != 1 {
 		t.Fatalf("Waiting() = %d; want 1 (a)", got)
 	}
 	d.Release()
-	limNotServed(t, waitA)
+	notServed(t, waitA)
 	a.Release()
-	a2 := limRecv(t, waitA, errA)
+	a2 := recv(t, waitA, errA)
 	a2.Release()
 	b2.Release()
-	limCheckEmpty(t, l)
+	checkEmpty(t, l)
 }
 
 func TestLimiterWaitTimeout(t *testing.T) {
 	// synctest's fake clock makes the waited time exact and the test instant.
 	synctest.Test(t, func(t *testing.T) {
-		l := NewLimiter(Limits{Global: 1, PerHost: 1})
-		held := limMustAcquire(t, l, Key{Host: "h"})
+		l := New(Config{Global: 1, PerHost: 1})
+		held := mustAcquire(t, l, Key{Host: "h"})
 
 		_, err := l.Acquire(t.Context(), Key{Host: "h"}, 2*time.Second)
-		var le *LimitError
-		if !errors.As(err, &le) || !errors.Is(err, ErrLimitExceeded) {
-			t.Fatalf("Acquire after timeout = %v; want *LimitError wrapping ErrLimitExceeded", err)
+		var le *Error
+		if !errors.As(err, &le) || !errors.Is(err, ErrExceeded) {
+			t.Fatalf("Acquire after timeout = %v; want *Error wrapping ErrExceeded", err)
 		}
 		if le.Kind != KindGlobal || le.Limit != 1 || le.Waited != 2*time.Second {
-			t.Errorf("LimitError = %+v; want global limit 1 waited 2s", *le)
+			t.Errorf("Error = %+v; want global limit 1 waited 2s", *le)
 		}
 		if l.Waiting() != 0 {
 			t.Errorf("Waiting() = %d after timeout; want 0", l.Waiting())
@@ -454,23 +453,23 @@ func TestLimiterWaitTimeout(t *testing.T) {
 		}
 
 		// The kind reported is the one full at the deadline.
-		l.SetLimits(Limits{Global: 5, PerHost: 1})
+		l.SetLimits(Config{Global: 5, PerHost: 1})
 		_, err = l.Acquire(t.Context(), Key{Host: "h"}, time.Second)
 		if !errors.As(err, &le) || le.Kind != KindHost || le.Limit != 1 || le.Waited != time.Second {
 			t.Errorf("Acquire = %v; want host limit 1 after waiting 1s", err)
 		}
 		s.Release()
-		limCheckEmpty(t, l)
+		checkEmpty(t, l)
 	})
 }
 
 func TestLimiterCancelWhileQueued(t *testing.T) {
-	l := NewLimiter(Limits{Global: 1})
-	held := limMustAcquire(t, l, Key{})
+	l := New(Config{Global: 1})
+	held := mustAcquire(t, l, Key{})
 
 	ctx, cancel := context.WithCancel(t.Context())
-	_, errs1 := limQueued(t, ctx, l, Key{User: "gone"}, 1)
-	waiting2, errs2 := limQueued(t, t.Context(), l, Key{User: "stays"}, 2)
+	_, errs1 := queued(t, ctx, l, Key{User: "gone"}, 1)
+	waiting2, errs2 := queued(t, t.Context(), l, Key{User: "stays"}, 2)
 
 	cancel() // the client hung up: its place is freed at once
 	select {
@@ -485,90 +484,90 @@ func TestLimiterCancelWhileQueued(t *testing.T) {
 		t.Fatalf("Waiting() = %d after cancel; want 1", got)
 	}
 	held.Release()
-	s := limRecv(t, waiting2, errs2)
+	s := recv(t, waiting2, errs2)
 	s.Release()
 
 	// A context already done is not queued at all.
-	held = limMustAcquire(t, l, Key{})
+	held = mustAcquire(t, l, Key{})
 	if _, err := l.Acquire(ctx, Key{}, time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("Acquire with a cancelled ctx on a full pool = %v; want context.Canceled", err)
 	}
 	held.Release()
-	limCheckEmpty(t, l)
+	checkEmpty(t, l)
 }
 
 func TestLimiterSetLimits(t *testing.T) {
 	t.Run("lowering keeps held slots", func(t *testing.T) {
-		l := NewLimiter(Limits{Global: 3})
-		held := []*Slot{limMustAcquire(t, l, Key{}), limMustAcquire(t, l, Key{}), limMustAcquire(t, l, Key{})}
-		l.SetLimits(Limits{Global: 1})
+		l := New(Config{Global: 3})
+		held := []*Slot{mustAcquire(t, l, Key{}), mustAcquire(t, l, Key{}), mustAcquire(t, l, Key{})}
+		l.SetLimits(Config{Global: 1})
 		if u := l.Usage()[KindGlobal]; u.InUse != 3 || u.Capacity != 1 {
 			t.Fatalf("Usage after lowering = %+v; want 3 in use, capacity 1", u)
 		}
 		for _, s := range held {
-			limWantRefused(t, l, Key{}, KindGlobal, 1)
+			wantRefused(t, l, Key{}, KindGlobal, 1)
 			s.Release()
 		}
-		s := limMustAcquire(t, l, Key{})
-		limWantRefused(t, l, Key{}, KindGlobal, 1)
+		s := mustAcquire(t, l, Key{})
+		wantRefused(t, l, Key{}, KindGlobal, 1)
 		s.Release()
-		limCheckEmpty(t, l)
+		checkEmpty(t, l)
 	})
 	t.Run("unlimited to limited counts existing tunnels", func(t *testing.T) {
-		l := NewLimiter(Limits{})
+		l := New(Config{})
 		k := Key{User: "u", ClientIP: netip.MustParseAddr("192.0.2.7"), Host: "h"}
 		var held []*Slot
 		for range 4 {
-			held = append(held, limMustAcquire(t, l, k))
+			held = append(held, mustAcquire(t, l, k))
 		}
-		l.SetLimits(Limits{PerHost: 2})
-		limWantRefused(t, l, k, KindHost, 2)
+		l.SetLimits(Config{PerHost: 2})
+		wantRefused(t, l, k, KindHost, 2)
 		held[0].Release()
 		held[1].Release()
-		limWantRefused(t, l, k, KindHost, 2)
+		wantRefused(t, l, k, KindHost, 2)
 		held[2].Release()
-		held = append(held, limMustAcquire(t, l, k))
-		limWantRefused(t, l, k, KindHost, 2)
+		held = append(held, mustAcquire(t, l, k))
+		wantRefused(t, l, k, KindHost, 2)
 		for _, s := range held[3:] {
 			s.Release()
 		}
-		limCheckEmpty(t, l)
+		checkEmpty(t, l)
 	})
 	t.Run("raising serves waiters", func(t *testing.T) {
-		l := NewLimiter(Limits{Global: 1})
-		held := limMustAcquire(t, l, Key{})
-		w1, e1 := limQueued(t, t.Context(), l, Key{}, 1)
-		w2, e2 := limQueued(t, t.Context(), l, Key{}, 2)
-		w3, e3 := limQueued(t, t.Context(), l, Key{}, 3)
-		l.SetLimits(Limits{Global: 3})
+		l := New(Config{Global: 1})
+		held := mustAcquire(t, l, Key{})
+		w1, e1 := queued(t, t.Context(), l, Key{}, 1)
+		w2, e2 := queued(t, t.Context(), l, Key{}, 2)
+		w3, e3 := queued(t, t.Context(), l, Key{}, 3)
+		l.SetLimits(Config{Global: 3})
 		if got := l.Waiting(); got != 1 {
 			t.Fatalf("Waiting() = %d after raising 1 -> 3 with 3 queued; want 1", got)
 		}
-		s1, s2 := limRecv(t, w1, e1), limRecv(t, w2, e2)
-		limNotServed(t, w3)
+		s1, s2 := recv(t, w1, e1), recv(t, w2, e2)
+		notServed(t, w3)
 		s1.Release()
-		s3 := limRecv(t, w3, e3)
+		s3 := recv(t, w3, e3)
 		for _, s := range []*Slot{held, s2, s3} {
 			s.Release()
 		}
-		limCheckEmpty(t, l)
+		checkEmpty(t, l)
 	})
 	t.Run("new user override serves a queued user", func(t *testing.T) {
-		l := NewLimiter(Limits{PerUser: 1})
+		l := New(Config{PerUser: 1})
 		k := Key{User: "alice", Groups: []string{"ops"}}
-		held := limMustAcquire(t, l, k)
-		w, e := limQueued(t, t.Context(), l, k, 1)
-		l.SetLimits(Limits{PerUser: 1, Groups: map[string]int{"ops": 2}})
-		s := limRecv(t, w, e)
-		limWantRefused(t, l, k, KindUser, 2)
+		held := mustAcquire(t, l, k)
+		w, e := queued(t, t.Context(), l, k, 1)
+		l.SetLimits(Config{PerUser: 1, Groups: map[string]int{"ops": 2}})
+		s := recv(t, w, e)
+		wantRefused(t, l, k, KindUser, 2)
 		held.Release()
 		s.Release()
-		limCheckEmpty(t, l)
+		checkEmpty(t, l)
 	})
 }
 
 func TestLimiterUsage(t *testing.T) {
-	l := NewLimiter(Limits{Global: 20, PerUser: 2, PerHost: 8, Users: map[string]int{"big": 10}})
+	l := New(Config{Global: 20, PerUser: 2, PerHost: 8, Users: map[string]int{"big": 10}})
 	if got, want := l.Usage(), []Usage{
 		{Kind: KindGlobal, Capacity: 20}, {Kind: KindUser, Capacity: 2}, {Kind: KindClientIP}, {Kind: KindHost, Capacity: 8},
 	}; !slices.Equal(got, want) {
@@ -576,7 +575,7 @@ func TestLimiterUsage(t *testing.T) {
 	}
 	take := func(k Key, n int) (s []*Slot) {
 		for range n {
-			s = append(s, limMustAcquire(t, l, k))
+			s = append(s, mustAcquire(t, l, k))
 		}
 		return s
 	}
@@ -584,7 +583,7 @@ func TestLimiterUsage(t *testing.T) {
 	alice := take(Key{User: "alice", ClientIP: ip1, Host: "h1"}, 1) // 1/2
 	big := take(Key{User: "big", ClientIP: ip1, Host: "h2"}, 5)     // 5/10
 	bob := take(Key{User: "bob", ClientIP: ip2, Host: "h2"}, 2)     // 2/2: most saturated
-	w, e := limQueued(t, t.Context(), l, Key{User: "bob", Host: "h2"}, 1)
+	w, e := queued(t, t.Context(), l, Key{User: "bob", Host: "h2"}, 1)
 
 	u := l.Usage()
 	want := []Usage{
@@ -597,7 +596,7 @@ func TestLimiterUsage(t *testing.T) {
 		t.Fatalf("Usage() = %v; want %v", u, want)
 	}
 	bob[0].Release()
-	s := limRecv(t, w, e)
+	s := recv(t, w, e)
 	bob[1].Release()
 	s.Release()
 	// alice 1/2 and big 5/10 tie: the busier key is reported.
@@ -607,7 +606,7 @@ func TestLimiterUsage(t *testing.T) {
 	for _, s := range append(alice, big...) {
 		s.Release()
 	}
-	limCheckEmpty(t, l)
+	checkEmpty(t, l)
 }
 
 func TestLimiterNil(t *testing.T) {
@@ -621,24 +620,24 @@ func TestLimiterNil(t *testing.T) {
 	if s.Waited() != 0 || l.Waiting() != 0 || l.Full() {
 		t.Error("nil Limiter/Slot should report nothing")
 	}
-	l.SetLimits(Limits{Global: 1})
+	l.SetLimits(Config{Global: 1})
 	if u := l.Usage(); len(u) != 4 || u[KindHost].Kind != KindHost {
 		t.Errorf("nil Limiter Usage() = %v; want 4 zero entries", u)
 	}
 }
 
 func TestLimiterFull(t *testing.T) {
-	l := NewLimiter(Limits{Global: 1, PerUser: 1})
+	l := New(Config{Global: 1, PerUser: 1})
 	if l.Full() {
 		t.Fatal("empty limiter reports Full")
 	}
-	s := limMustAcquire(t, l, Key{User: "u"})
+	s := mustAcquire(t, l, Key{User: "u"})
 	if !l.Full() {
 		t.Error("limiter at its global limit does not report Full")
 	}
 	s.Release()
-	l.SetLimits(Limits{PerUser: 1})
-	s = limMustAcquire(t, l, Key{User: "u"})
+	l.SetLimits(Config{PerUser: 1})
+	s = mustAcquire(t, l, Key{User: "u"})
 	if l.Full() {
 		t.Error("a full user is not a full pool")
 	}
@@ -646,39 +645,39 @@ func TestLimiterFull(t *testing.T) {
 }
 
 func TestLimiterError(t *testing.T) {
-	var err error = &LimitError{Kind: KindClientIP, Limit: 4}
+	var err error = &Error{Kind: KindClientIP, Limit: 4}
 	wrapped := fmt.Errorf("connect example.com:443: %w", err)
-	if !errors.Is(wrapped, ErrLimitExceeded) {
-		t.Error("errors.Is(wrapped LimitError, ErrLimitExceeded) = false")
+	if !errors.Is(wrapped, ErrExceeded) {
+		t.Error("errors.Is(wrapped Error, ErrExceeded) = false")
 	}
-	var le *LimitError
+	var le *Error
 	if !errors.As(wrapped, &le) || le.Kind != KindClientIP {
-		t.Error("errors.As did not find the LimitError")
+		t.Error("errors.As did not find the Error")
 	}
 	for _, tt := range []struct {
-		err  *LimitError
+		err  *Error
 		want string
 	}{
-		{&LimitError{Kind: KindClientIP, Limit: 4}, "tunnel limit reached: client_ip limit 4"},
-		{&LimitError{Kind: KindUser, Limit: 2, Waited: 1500 * time.Millisecond}, "tunnel limit reached: user limit 2 (waited 1.5s)"},
+		{&Error{Kind: KindClientIP, Limit: 4}, "tunnel limit reached: client_ip limit 4"},
+		{&Error{Kind: KindUser, Limit: 2, Waited: 1500 * time.Millisecond}, "tunnel limit reached: user limit 2 (waited 1.5s)"},
 	} {
 		if got := tt.err.Error(); got != tt.want {
 			t.Errorf("Error() = %q; want %q", got, tt.want)
 		}
 	}
-	names := map[LimitKind]string{KindGlobal: "global", KindUser: "user", KindClientIP: "client_ip", KindHost: "host", KindPending: "pending", 9: "LimitKind(9)", -1: "LimitKind(-1)"}
+	names := map[Kind]string{KindGlobal: "global", KindUser: "user", KindClientIP: "client_ip", KindHost: "host", KindPending: "pending", 9: "Kind(9)", -1: "Kind(-1)"}
 	for k, want := range names {
 		if got := k.String(); got != want {
-			t.Errorf("LimitKind(%d).String() = %q; want %q", int(k), got, want)
+			t.Errorf("Kind(%d).String() = %q; want %q", int(k), got, want)
 		}
 	}
 }
 
 func TestLimiterLimitsValidate(t *testing.T) {
-	if err := (Limits{Users: map[string]int{"a": 0, "b": 3}, Groups: map[string]int{"g": 1}}).Validate(); err != nil {
+	if err := (Config{Users: map[string]int{"a": 0, "b": 3}, Groups: map[string]int{"g": 1}}).Validate(); err != nil {
 		t.Errorf("Validate(good) = %v; want nil", err)
 	}
-	err := (Limits{Users: map[string]int{"a": -1}, Groups: map[string]int{"": 2}}).Validate()
+	err := (Config{Users: map[string]int{"a": -1}, Groups: map[string]int{"": 2}}).Validate()
 	if err == nil {
 		t.Fatal("Validate(bad) = nil; want errors")
 	}
@@ -687,28 +686,6 @@ func TestLimiterLimitsValidate(t *testing.T) {
 			t.Errorf("Validate error %q does not mention %q", err, want)
 		}
 	}
-}
-
-func TestLimiterDefaultMaxTunnels(t *testing.T) {
-	for _, tt := range []struct {
-		nofile uint64
-		want   int
-	}{
-		{0, 1}, {256, 1}, {258, 1}, {300, 22}, {1024, 384}, {2560, 1152}, {2570, 1156},
-		{20000, 9000}, {1 << 20, 471859}, {^uint64(0), 966367641},
-	} {
-		if got := maxTunnelsFor(tt.nofile); got != tt.want {
-			t.Errorf("maxTunnelsFor(%d) = %d; want %d", tt.nofile, got, tt.want)
-		}
-	}
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Fatalf("getrlimit: %v", err)
-	}
-	if got, want := DefaultMaxTunnels(), maxTunnelsFor(rl.Cur); got != want {
-		t.Errorf("DefaultMaxTunnels() = %d; want %d for RLIMIT_NOFILE %d", got, want, rl.Cur)
-	}
-	t.Logf("RLIMIT_NOFILE soft=%d hard=%d -> DefaultMaxTunnels()=%d", rl.Cur, rl.Max, DefaultMaxTunnels())
 }
 
 func TestGate(t *testing.T) {
@@ -777,7 +754,7 @@ func TestGateConcurrent(t *testing.T) {
 					continue
 				}
 				admitted.Add(1)
-				limStoreMax(&peak, in.Add(1))
+				storeMax(&peak, in.Add(1))
 				runtime.Gosched()
 				in.Add(-1)
 				g.Leave()
@@ -793,7 +770,7 @@ func TestGateConcurrent(t *testing.T) {
 // BenchmarkLimiterAcquireRelease is the per-tunnel cost of the pool with
 // every kind limited, uncontended.
 func BenchmarkLimiterAcquireRelease(b *testing.B) {
-	l := NewLimiter(Limits{Global: 1 << 20, PerUser: 100, PerIP: 100, PerHost: 100, Groups: map[string]int{"ops": 200}})
+	l := New(Config{Global: 1 << 20, PerUser: 100, PerIP: 100, PerHost: 100, Groups: map[string]int{"ops": 200}})
 	k := Key{User: "alice", Groups: []string{"dev", "ops"}, ClientIP: netip.MustParseAddr("192.0.2.1"), Host: "example.com"}
 	ctx := b.Context()
 	b.ReportAllocs()
@@ -809,7 +786,7 @@ func BenchmarkLimiterAcquireRelease(b *testing.B) {
 // BenchmarkLimiterAcquireReleaseParallel adds contention on the one mutex:
 // many tunnels opening at once, each with its own user, IP and host.
 func BenchmarkLimiterAcquireReleaseParallel(b *testing.B) {
-	l := NewLimiter(Limits{Global: 1 << 20, PerUser: 100, PerIP: 100, PerHost: 100})
+	l := New(Config{Global: 1 << 20, PerUser: 100, PerIP: 100, PerHost: 100})
 	var id atomic.Uint32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

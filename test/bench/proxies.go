@@ -33,7 +33,17 @@ type runningProxy struct {
 	proc    *proc
 	auth    string   // Proxy-Authorization value clients send; "" for none
 	metrics string   // wsegress /metrics address; "" when not served
-	notes   []string // start-up remarks for the report
+	notes   []string // remarks for the report
+
+	// countSyscalls makes every timed window count the proxy's syscalls
+	// (when perf is available).
+	countSyscalls bool
+}
+
+func (rp *runningProxy) note(s string) {
+	if !slices.Contains(rp.notes, s) {
+		rp.notes = append(rp.notes, s)
+	}
 }
 
 func (rp *runningProxy) dialer() dialer { return dialer{proxy: rp.addr, auth: rp.auth} }
@@ -86,7 +96,7 @@ func startProxy(env *benchEnv, name string, po proxyOpts) (*runningProxy, error)
 	case pWsegress:
 		return startWsegress(env, po)
 	case pGoproxy:
-		return startListening(env, name, []string{env.self, "goproxy"}, nil, "")
+		return startListening(env, name, []string{env.self, "goproxy"}, goEnv(env), "")
 	case pSquid:
 		return startPortProxy(env, name, squidConf, func(conf string) []string {
 			return []string{env.squid, "-N", "-f", conf}
@@ -116,7 +126,7 @@ func startWsegress(env *benchEnv, po proxyOpts) (*runningProxy, error) {
 		metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		args = append(args, "--metrics-listen", metrics)
 	}
-	var envv []string
+	envv := goEnv(env)
 	if env.opts.gogc != "" {
 		envv = append(envv, "GOGC="+env.opts.gogc)
 	}
@@ -135,6 +145,16 @@ func startWsegress(env *benchEnv, po proxyOpts) (*runningProxy, error) {
 		}
 	}
 	return rp, err
+}
+
+// goEnv sets GOMAXPROCS for the Go proxies to the CPUs they are pinned to.
+// The runtime would derive the same from the affinity mask; saying it makes
+// the -proxy-cpus variant explicit.
+func goEnv(env *benchEnv) []string {
+	if n := cpuCount(env.cpus.Proxy); env.cpus.Proxy != "" && n > 0 {
+		return []string{"GOMAXPROCS=" + strconv.Itoa(n)}
+	}
+	return nil
 }
 
 // listeningRE matches the proxy's ready line in text or JSON log format.

@@ -81,11 +81,12 @@ func scenarioMixed(ctx context.Context, env *benchEnv, rp *runningProxy) *outcom
 	}
 	interval := time.Second / time.Duration(opts.mixedRate)
 	rtts := make([][]time.Duration, len(conns))
+	lates := make([][]time.Duration, len(conns))
 	var sent atomic.Int64
 	for i, c := range conns {
 		echoWG.Go(func() {
 			var n int64
-			rtts[i], n = pacedEcho(c, start, until, interval, len(payload), o)
+			rtts[i], lates[i], n = pacedEcho(c, start, until, interval, len(payload), o)
 			sent.Add(n)
 		})
 	}
@@ -103,6 +104,11 @@ func scenarioMixed(ctx context.Context, env *benchEnv, rp *runningProxy) *outcom
 		all = append(all, r...)
 	}
 	p := percentiles(all, 50, 99)
+	var late []time.Duration
+	for _, l := range lates {
+		late = append(late, l...)
+	}
+	o.set("send_late_p99_us", percentiles(late, 99)[0])
 	o.set("echo_sent", float64(sent.Load()))
 	o.set("echo_answered", float64(len(all)))
 	o.set("echo_p50_us", p[0])
@@ -124,8 +130,9 @@ func scenarioMixed(ctx context.Context, env *benchEnv, rp *runningProxy) *outcom
 // pacedEcho sends one message per interval on c from a random phase after
 // start until until, each carrying the time it was due, and reads the
 // answers concurrently. It returns the round trips (from due time to
-// answer) and the number of messages sent.
-func pacedEcho(c *wsConn, start, until time.Time, interval time.Duration, size int, o *outcome) ([]time.Duration, int64) {
+// answer), how late each message was written (the load side's own delay,
+// part of its round trip), and the number of messages sent.
+func pacedEcho(c *wsConn, start, until time.Time, interval time.Duration, size int, o *outcome) (rtts, late []time.Duration, n int64) {
 	// The reader stops once the sender is done and every message is
 	// answered. Whichever of the two sees that last acts: the reader
 	// returns, or the sender wakes it with a read deadline of now
@@ -133,7 +140,8 @@ func pacedEcho(c *wsConn, start, until time.Time, interval time.Duration, size i
 	// one of them sees it).
 	var sent, recv atomic.Int64
 	var sendDone atomic.Bool
-	rtts := make([]time.Duration, 0, int(until.Sub(start)/interval)+2)
+	rtts = make([]time.Duration, 0, int(until.Sub(start)/interval)+2)
+	late = make([]time.Duration, 0, cap(rtts))
 	readDone := make(chan struct{})
 	_ = c.SetReadDeadline(until.Add(mixedGrace))
 	go func() {
@@ -163,6 +171,7 @@ func pacedEcho(c *wsConn, start, until time.Time, interval time.Duration, size i
 	due := start.Add(rand.N(interval))
 	for ; due.Before(until); due = due.Add(interval) {
 		time.Sleep(time.Until(due))
+		late = append(late, time.Since(due))
 		binary.BigEndian.PutUint64(payload, uint64(due.UnixNano()))
 		sent.Add(1)
 		if err := c.writeFrame(opBinary, payload); err != nil {
@@ -176,5 +185,5 @@ func pacedEcho(c *wsConn, start, until time.Time, interval time.Duration, size i
 		_ = c.SetReadDeadline(time.Now())
 	}
 	<-readDone
-	return rtts, sent.Load()
+	return rtts, late, sent.Load()
 }

@@ -98,6 +98,7 @@ func (r *report) markdown() string {
 		o.mixedBulk, o.mixedEcho, o.echoSize, o.mixedRate), []column{
 		r.col("echo RTT p50 µs", "mixed", "echo_p50_us", true),
 		r.col("echo RTT p99 µs", "mixed", "echo_p99_us", true),
+		r.col("send late p99 µs", "mixed", "send_late_p99_us", false),
 		r.col("bulk up MB/s", "mixed", "up_mb_s", true),
 		r.col("bulk down MB/s", "mixed", "down_mb_s", true),
 		r.col("MB / proxy-CPU-s", "mixed", "mb_per_cpu_s", false),

@@ -103,7 +103,6 @@ func scenarioMixed(ctx context.Context, env *benchEnv, rp *runningProxy) *outcom
 	for _, r := range rtts {
 		all = append(all, r...)
 	}
-	p := percentiles(all, 50, 99)
 	var late []time.Duration
 	for _, l := range lates {
 		late = append(late, l...)
@@ -111,8 +110,11 @@ func scenarioMixed(ctx context.Context, env *benchEnv, rp *runningProxy) *outcom
 	o.set("send_late_p99_us", percentiles(late, 99)[0])
 	o.set("echo_sent", float64(sent.Load()))
 	o.set("echo_answered", float64(len(all)))
-	o.set("echo_p50_us", p[0])
-	o.set("echo_p99_us", p[1])
+	if len(all) > 0 { // no answers: no RTT, rather than a 0 that reads as fast
+		p := percentiles(all, 50, 99)
+		o.set("echo_p50_us", p[0])
+		o.set("echo_p99_us", p[1])
+	}
 	mb := float64(up.Load()+down.Load()) / 1e6
 	o.set("up_mb_s", float64(up.Load())/1e6/cw.Wall)
 	o.set("down_mb_s", float64(down.Load())/1e6/cw.Wall)

@@ -10,6 +10,7 @@ type summaryRow struct {
 	label, sc, metric string
 	lower             bool // lower is better (syscalls, latency)
 	vsDirect          bool // show as a multiple of direct; direct shows its own value
+	ms                bool // a µs figure shown in ms
 }
 
 var summaryRows = []summaryRow{
@@ -27,10 +28,13 @@ var summaryRows = []summaryRow{
 	{label: "syscalls per MB, mixed", sc: "mixed", metric: "sys_per_unit", lower: true},
 	{label: "unloaded setup p50 (× direct)", sc: "connect", metric: "setup_p50_us", lower: true, vsDirect: true},
 	{label: "echo RTT p99 (× direct)", sc: "echo", metric: "rtt_p99_us", lower: true, vsDirect: true},
-	{label: "mixed: echo RTT p50 (× direct)", sc: "mixed", metric: "echo_p50_us", lower: true, vsDirect: true},
-	{label: "mixed: echo RTT p99 (× direct)", sc: "mixed", metric: "echo_p99_us", lower: true, vsDirect: true},
-	{label: "mixed: bulk MB/s up (× direct)", sc: "mixed", metric: "up_mb_s", vsDirect: true},
-	{label: "mixed: bulk MB/s down (× direct)", sc: "mixed", metric: "down_mb_s", vsDirect: true},
+	// Mixed figures stay absolute: the target is absolute (p99 ≤ 20 ms),
+	// and a proxy that moves less bulk leaves the shared load CPU freer,
+	// so "× direct" would flatter it.
+	{label: "mixed: echo RTT p50 (ms)", sc: "mixed", metric: "echo_p50_us", lower: true, ms: true},
+	{label: "mixed: echo RTT p99 (ms)", sc: "mixed", metric: "echo_p99_us", lower: true, ms: true},
+	{label: "mixed: bulk MB/s up", sc: "mixed", metric: "up_mb_s"},
+	{label: "mixed: bulk MB/s down", sc: "mixed", metric: "down_mb_s"},
 }
 
 // summary writes the table the figures use: one row per figure,
@@ -59,6 +63,9 @@ func (r *report) summary(b *strings.Builder) {
 				any = true
 			case row.vsDirect && strings.HasSuffix(row.metric, "_us"):
 				cells = append(cells, fmtNum(v)+" µs")
+				any = true
+			case row.ms:
+				cells = append(cells, fmt.Sprintf("%.1f", v/1000))
 				any = true
 			case strings.Contains(row.metric, "sys_"):
 				cells = append(cells, fmtSys(v))

@@ -90,7 +90,7 @@ func parseFlags(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]string{"runs": "1", "n": "2000", "connect-time": "1s", "latency-n": "200",
-			"bulk-time": "700ms", "echo-time": "1s", "mixed-time": "1500ms", "budget": "150s"}
+			"bulk-time": "700ms", "echo-time": "1s", "mixed-time": "1500ms", "budget": "4m"}
 		for k, v := range quick {
 			if !set[k] {
 				_ = fs.Set(k, v)

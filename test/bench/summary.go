@@ -11,6 +11,7 @@ type summaryRow struct {
 	lower             bool // lower is better (syscalls, latency)
 	vsDirect          bool // show as a multiple of direct; direct shows its own value
 	ms                bool // a µs figure shown in ms
+	info              bool // context, not a figure to compare: no ratio
 }
 
 var summaryRows = []summaryRow{
@@ -35,6 +36,11 @@ var summaryRows = []summaryRow{
 	{label: "mixed: echo RTT p99 (ms)", sc: "mixed", metric: "echo_p99_us", lower: true, ms: true},
 	{label: "mixed: bulk MB/s up", sc: "mixed", metric: "up_mb_s"},
 	{label: "mixed: bulk MB/s down", sc: "mixed", metric: "down_mb_s"},
+	// Noise: CPU (in cores) the machine spent on other jobs in the window.
+	{label: "others' CPU in the churn window (cores)", sc: "connect", metric: "other_cpu_share", info: true},
+	{label: "others' CPU in the echo window (cores)", sc: "echo", metric: "other_cpu_share", info: true},
+	{label: "others' CPU in the bulk both window (cores)", sc: "bulk", metric: "both_other_cpu_share", info: true},
+	{label: "others' CPU in the mixed window (cores)", sc: "mixed", metric: "other_cpu_share", info: true},
 }
 
 // summary writes the table the figures use: one row per figure,
@@ -79,7 +85,7 @@ func (r *report) summary(b *strings.Builder) {
 			continue
 		}
 		vs := "–"
-		if best, who := r.bestPeerFor(row); who != "" {
+		if best, who := r.bestPeerFor(row); who != "" && !row.info {
 			if w, ok := r.cellValue(row, pWsegress); ok && best > 0 {
 				vs = fmt.Sprintf("%.2f (vs %s)", w/best, who)
 			}

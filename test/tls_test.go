@@ -38,7 +38,7 @@ type testCA struct {
 	pem  []byte
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -64,7 +64,7 @@ func (ca *testCA) pool() *x509.CertPool {
 }
 
 // issue returns a leaf as a tls.Certificate and its PEM files in dir.
-func (ca *testCA) issue(t *testing.T, dir, name string, edit func(*x509.Certificate)) (tls.Certificate, string, string) {
+func (ca *testCA) issue(t testing.TB, dir, name string, edit func(*x509.Certificate)) (tls.Certificate, string, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -68,6 +68,7 @@ func TestCommands(t *testing.T) {
 		{"client user without ca", []string{"check", "--tls-client-user", "san-email"}, "", "--tls-client-user needs --tls-client-ca", 1},
 		{"client user bad", []string{"check", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca", "--tls-client-user", "dn"}, "", "use cn, san-email or san-uri", 1},
 		{"tls listen open refused", []string{"check", "--tls-cert", "c", "--tls-key", "k", "--tls-listen", "0.0.0.0:3129"}, "", "tls-listen \"0.0.0.0:3129\" is not a loopback address", 1},
+		{"tls cert file missing", []string{"check", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"}, "", "c.pem", 1},
 		{"pac direct without proxy", []string{"check", "--pac-direct", "10.0.0.0/8"}, "", "--pac-direct needs --pac-proxy", 1},
 		{"pac bad direct", []string{"check", "--pac-proxy", "proxy.example.com:3128", "--pac-direct", "10.0.0.1/8"}, "", `write "10.0.0.0/8"`, 1},
 		{"pac proxy with scheme", []string{"check", "--pac-proxy", "https://proxy.example.com:3129"}, "", "without a scheme", 1},

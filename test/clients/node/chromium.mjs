@@ -2,7 +2,7 @@
 // Debian's Chromium, headless, driven by playwright-core, with the proxy
 // and its credentials set at launch. A page opens the WebSocket.
 //
-//   PROXY_PASS=... node chromium.mjs --mode session|fail|nocache --proxy http://host:port \
+//   PROXY_PASS=... node chromium.mjs --mode session|fail|nocache --proxy http://host:port|--pac URL \
 //        --user U --prime https://host:port/prime --url ws://host:port/echo --case ID \
 //        --spki BASE64
 //
@@ -48,10 +48,14 @@ const { values: opt } = parseArgs({
   },
 });
 for (const k of ['user', 'prime', 'url', 'case']) {
-  if (!opt[k] || (!opt.proxy && !opt.pac)) {
+  if (!opt[k]) {
     console.error(`chromium: --${k} is required`);
     process.exit(2);
   }
+}
+if (!opt.proxy === !opt.pac) {
+  console.error('chromium: give one of --proxy and --pac');
+  process.exit(2);
 }
 const password = process.env.PROXY_PASS ?? '';
 let failed = false;

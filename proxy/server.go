@@ -10,13 +10,13 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/elazarl/goproxy"
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
 	"github.com/wsegress/wsegress/proxy/limit"
+	"github.com/wsegress/wsegress/proxy/listen"
 	"github.com/wsegress/wsegress/proxy/relay"
 )
 
@@ -26,13 +26,13 @@ import (
 // (golang/go#17721), so the Server tracks them itself.
 type Server struct {
 	log     *slog.Logger
-	dialer  *dialer
 	relay   relay.Relay
 	limiter *limit.Limiter
 	pending *limit.Gate
 	metrics *metrics
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
+	refusal *refusalLog // logs connections refused at accept, rate-limited
 
 	// state is the configuration snapshot, swapped whole on Reload (under
 	// mu) and read once per request, never mutated.
@@ -46,9 +46,10 @@ type Server struct {
 	mu         sync.Mutex // guards the following fields
 	tunnels    map[*tunnel]struct{}
 	draining   bool
-	self       acl.Options    // the proxy's own addresses, denied as targets
-	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
-	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
+	self       acl.Options        // the proxy's own addresses, denied as targets
+	metricsSrv []*http.Server     // started by ServeMetrics, closed last by Shutdown
+	listeners  []*listen.Listener // client listeners wrapped by Serve, for Reload and metrics
+	wg         sync.WaitGroup     // one per CONNECT or upgrade in progress or established
 }
 
 // state is what a reload replaces: the configuration and what is compiled
@@ -57,6 +58,7 @@ type state struct {
 	cfg    Config
 	policy *acl.Policy
 	auth   *auth.Authenticator // nil: no authentication
+	dialer *dialer             // kept across reloads unless the upstream changed
 }
 
 // New validates cfg and builds a Server. log, if nil, discards.
@@ -68,13 +70,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d, err := newDialer(cfg)
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
 		log:     log,
-		dialer:  d,
+		refusal: &refusalLog{log: log},
 		limiter: limit.New(cfg.Limits),
 		pending: new(limit.Gate), // always counted, so metrics show it and a reload can set a limit
 		metrics: newMetrics(),
@@ -84,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.pending.SetLimit(cfg.MaxPending)
 	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
+	s.metrics.SetConnSource(s.clientConns)
 	st, err := s.buildState(cfg, acl.Options{}, nil)
 	if err != nil {
 		return nil, err
@@ -91,9 +90,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.state.Store(st)
 	s.gp = s.newGoproxy(cfg)
 	s.http = &http.Server{
-		Handler:                      s,
-		ReadHeaderTimeout:            cfg.HeaderTimeout,
-		IdleTimeout:                  2 * time.Minute,
+		Handler:           s,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		// A connection idle between requests (say after a 407) holds a
+		// connection slot and an fd: it gets no longer than its headers.
+		IdleTimeout:                  cfg.HeaderTimeout,
 		MaxHeaderBytes:               cfg.MaxHeaderBytes,
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -110,6 +111,11 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 		return nil, fmt.Errorf("acl: %w", err)
 	}
 	st := &state{cfg: cfg, policy: pol}
+	if old != nil && sameUpstream(old.cfg.Upstream, cfg.Upstream) {
+		st.dialer = old.dialer
+	} else if st.dialer, err = newDialer(cfg); err != nil {
+		return nil, err
+	}
 	names := []string{acl.RuleDefault, acl.RuleNonPublic, acl.RuleSelf}
 	for _, r := range pol.Rules() {
 		names = append(names, r.Name)
@@ -136,10 +142,15 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 }
 
 // Reload applies a new configuration to new requests: users, groups and
-// their options, realm, ACL and limits. Open tunnels are never touched; a
-// lowered limit only refuses new tunnels until usage drops. Every other
-// field (listen address, timeouts, upstream...) is fixed at New. On error
-// nothing changes.
+// their options (throttle state and unchanged users' cache entries
+// survive), realm, ACL, tunnel limits and connection caps, the upstream,
+// and the settings read per request (--dial-timeout, --body-timeout,
+// --max-auth-retries, --queue-timeout, --ready-when-full). Open tunnels
+// are never touched; a lowered limit only refuses new tunnels until usage
+// drops. The other settings (listen addresses, PROXY protocol sources,
+// header, idle and response-header timeouts, header size, keep-alive) are
+// fixed at start: a change to one is logged as a warning naming it and
+// otherwise ignored. On error nothing changes.
 func (s *Server) Reload(cfg Config) error {
 	cfg = cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -152,9 +163,16 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	for _, name := range cfg.fixedChanges(old.cfg) {
+		s.log.Warn("reload cannot change this setting: restart to apply it; the running value stays", keySetting, "--"+name)
+	}
 	s.state.Store(st)
 	s.limiter.SetLimits(cfg.Limits)
 	s.pending.SetLimit(cfg.MaxPending)
+	maxConns, perIP := st.cfg.connCaps()
+	for _, l := range s.listeners {
+		l.SetLimits(maxConns, perIP)
+	}
 	return nil
 }
 
@@ -174,13 +192,28 @@ func (s *Server) ListenAndServe() error {
 // Serve accepts proxy connections on ln until Shutdown. Serve always
 // returns a non-nil error and closes ln. The proxy's own address is added
 // to the policy's built-in denies, so a client cannot loop it into itself.
+// ln is wrapped in a listen.Listener: connections are capped from accept
+// (MaxConns, MaxConnsPerIP) and PROXY headers honoured from
+// ProxyProtocolFrom.
 func (s *Server) Serve(ln net.Listener) error {
 	if err := s.addSelf(ln.Addr()); err != nil {
 		ln.Close()
 		return err
 	}
-	s.log.Info("listening", keyAddr, ln.Addr().String())
-	return s.http.Serve(ln)
+	s.mu.Lock() // so a Reload cannot slip between the caps and the list
+	cfg := s.state.Load().cfg
+	maxConns, perIP := cfg.connCaps()
+	l := listen.New(ln, listen.Config{
+		MaxConns:      maxConns,
+		MaxConnsPerIP: perIP,
+		ProxyFrom:     cfg.ProxyProtocolFrom,
+		HeaderTimeout: cfg.HeaderTimeout,
+		OnRefuse:      s.connRefused,
+	})
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	s.log.Info("listening", keyAddr, ln.Addr().String(), keyMaxConns, maxConns, keyMaxConnsPerIP, perIP)
+	return s.http.Serve(l)
 }
 
 // ServeMetrics serves /metrics, /healthz and /readyz on ln until
@@ -192,12 +225,12 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.state.Load().cfg.HeaderTimeout}
+	hs := newMetricsServer(s.MetricsHandler(), s.state.Load().cfg.HeaderTimeout)
 	s.mu.Lock()
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
 	s.log.Info("metrics listening", keyAddr, ln.Addr().String())
-	return hs.Serve(ln)
+	return hs.Serve(listen.New(ln, listen.Config{MaxConns: metricsMaxConns}))
 }
 
 // addSelf adds one of the proxy's own listening addresses to the denies.

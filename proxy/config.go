@@ -181,9 +181,10 @@ func sameUpstream(a, b *url.URL) bool {
 	return a.String() == b.String()
 }
 
-// connCaps resolves MaxConns and MaxConnsPerIP to the listener's values
-// (0: no cap).
-func (c Config) connCaps() (maxConns, perIP int) {
+// ConnCaps resolves MaxConns and MaxConnsPerIP to the caps in force
+// (0: no cap): the defaults derived from the open-file limit and
+// Limits.Global where they are 0.
+func (c Config) ConnCaps() (maxConns, perIP int) {
 	switch {
 	case c.MaxConns < 0:
 		maxConns = 0

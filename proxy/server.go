@@ -169,7 +169,7 @@ func (s *Server) Reload(cfg Config) error {
 	s.state.Store(st)
 	s.limiter.SetLimits(cfg.Limits)
 	s.pending.SetLimit(cfg.MaxPending)
-	maxConns, perIP := st.cfg.connCaps()
+	maxConns, perIP := st.cfg.ConnCaps()
 	for _, l := range s.listeners {
 		l.SetLimits(maxConns, perIP)
 	}
@@ -202,7 +202,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.mu.Lock() // so a Reload cannot slip between the caps and the list
 	cfg := s.state.Load().cfg
-	maxConns, perIP := cfg.connCaps()
+	maxConns, perIP := cfg.ConnCaps()
 	l := listen.New(ln, listen.Config{
 		MaxConns:      maxConns,
 		MaxConnsPerIP: perIP,

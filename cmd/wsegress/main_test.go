@@ -61,6 +61,10 @@ func TestCommands(t *testing.T) {
 		{"explain report mode", []string{"explain", "--acl-mode", "report", "--deny", "203.0.113.9", "--allow", "203.0.113.0/24", "203.0.113.9:443"}, `would_deny by "deny 203.0.113.9"`, "", 0},
 		{"explain report mode keeps built-in", []string{"explain", "--acl-mode", "report", "127.0.0.1:443"}, `deny by "builtin:non-public"`, "", 0},
 		{"check bad acl mode", []string{"check", "--acl-mode", "audit"}, "", `write "enforce" or "report"`, 1},
+		{"check proxy protocol sources", []string{"check", "--proxy-protocol-from", "10.0.0.0/8,192.0.2.1", "--proxy-protocol-from", "2001:db8::/32"}, "PROXY protocol from 10.0.0.0/8, 192.0.2.1/32, 2001:db8::/32", "", 0},
+		{"check bad proxy protocol source", []string{"check", "--proxy-protocol-from", "10.0.0.1/8"}, "", "host bits", 1},
+		{"check conn caps derived", []string{"check", "--max-tunnels", "100"}, "max-conns-per-ip ", "", 0},
+		{"check conn caps off", []string{"check", "--max-conns", "-1", "--max-conns-per-ip", "7"}, "max-conns unlimited, max-conns-per-ip 7", "", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,4 +203,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestProxyProtocolFromEnv: $WSEGRESS_PROXY_PROTOCOL_FROM takes several
+// sources separated by commas (or by ";", as every list variable does).
+func TestProxyProtocolFromEnv(t *testing.T) {
+	t.Setenv("WSEGRESS_PROXY_PROTOCOL_FROM", "10.0.0.0/8, 192.0.2.1;2001:db8::/32")
+	out, err := runCLI(t, context.Background(), "", "check")
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	if want := "PROXY protocol from 10.0.0.0/8, 192.0.2.1/32, 2001:db8::/32"; !strings.Contains(out, want) {
+		t.Errorf("output %q; want it to contain %q", out, want)
+	}
 }

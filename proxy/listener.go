@@ -16,6 +16,13 @@ import (
 // client must not take more of the proxy's fd budget than this.
 const metricsMaxConns = 64
 
+// metricsMaxConnsPerIP keeps one client (a stuck scraper, a looping
+// script) from taking every metrics connection: probes from another
+// address still get in. Many silent clients can still fill the cap for up
+// to --header-timeout, so the metrics port belongs on a network clients
+// cannot reach.
+const metricsMaxConnsPerIP = metricsMaxConns / 4
+
 // metricsWriteTimeout bounds writing one metrics response.
 const metricsWriteTimeout = 30 * time.Second
 

@@ -90,11 +90,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.state.Store(st)
 	s.gp = s.newGoproxy(cfg)
 	s.http = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: cfg.HeaderTimeout,
-		// A connection idle between requests (say after a 407) holds a
-		// connection slot and an fd: it gets no longer than its headers.
-		IdleTimeout:                  cfg.HeaderTimeout,
+		Handler:                      s,
+		ReadHeaderTimeout:            cfg.HeaderTimeout,
+		IdleTimeout:                  cfg.HeaderTimeout, // idle between requests (after a 407, say): a slot and an fd
 		MaxHeaderBytes:               cfg.MaxHeaderBytes,
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -230,7 +228,7 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
 	s.log.Info("metrics listening", keyAddr, ln.Addr().String())
-	return hs.Serve(listen.New(ln, listen.Config{MaxConns: metricsMaxConns}))
+	return hs.Serve(listen.New(ln, listen.Config{MaxConns: metricsMaxConns, MaxConnsPerIP: metricsMaxConnsPerIP}))
 }
 
 // addSelf adds one of the proxy's own listening addresses to the denies.

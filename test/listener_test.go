@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -210,7 +211,7 @@ func TestSlowAndIdleConnsClosed(t *testing.T) {
 
 // TestMetricsListenerHardened: the metrics listener closes a connection
 // idle after its response and one that never sends a request, and holds
-// at most 64 connections: the next is closed at once.
+// at most 64 connections, 16 per client: the next is closed at once.
 func TestMetricsListenerHardened(t *testing.T) {
 	checkNoLeaks(t)
 	for _, tc := range []struct {
@@ -224,14 +225,16 @@ func TestMetricsListenerHardened(t *testing.T) {
 				t.Fatal(err)
 			}
 			go w.proxy.ServeMetrics(ln)
-			dial := func() net.Conn {
-				c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+			dialFrom := func(src string) net.Conn {
+				d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+				c, err := d.Dial("tcp", ln.Addr().String())
 				if err != nil {
-					t.Fatal(err)
+					skipOrFail(t, "dial from %s: %v", src, err)
 				}
 				t.Cleanup(func() { c.Close() })
 				return c
 			}
+			dial := func() net.Conn { return dialFrom("127.0.0.1") }
 			healthz := func(c net.Conn) error {
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: m\r\n\r\n"); err != nil {
@@ -256,18 +259,25 @@ func TestMetricsListenerHardened(t *testing.T) {
 				assertClosedWithin(t, dial(), 5*time.Second, "metrics conn that sends nothing")
 				return
 			}
-			held := make([]net.Conn, 64)
-			for i := range held {
-				held[i] = dial()
+			// 16 per address (the per-IP cap) from 4 addresses: 64, the cap.
+			held := make([]net.Conn, 0, 64)
+			for i := range 64 {
+				held = append(held, dialFrom(fmt.Sprintf("127.0.0.%d", 1+i/16)))
 			}
 			if err := healthz(held[63]); err != nil {
 				t.Fatalf("/healthz on the 64th conn: %v", err)
 			}
-			over := dial()
-			io.WriteString(over, "GET /healthz HTTP/1.1\r\nHost: m\r\n\r\n")
-			assertClosedWithin(t, over, 5*time.Second, "metrics conn over the cap")
-			held[0].Close()
-			eventuallyErr(t, 5*time.Second, func() error { return healthz(dial()) })
+			for _, src := range []string{"127.0.0.5", "127.0.0.1"} { // over the cap; over the per-IP cap too
+				over := dialFrom(src)
+				io.WriteString(over, "GET /healthz HTTP/1.1\r\nHost: m\r\n\r\n")
+				assertClosedWithin(t, over, 5*time.Second, "metrics conn over the cap from "+src)
+			}
+			held[48].Close() // two of 127.0.0.4's: room for 127.0.0.5, and one more
+			held[49].Close()
+			eventuallyErr(t, 5*time.Second, func() error { return healthz(dialFrom("127.0.0.5")) })
+			if err := healthz(dial()); err == nil {
+				t.Errorf("a 17th conn from 127.0.0.1 was served with the total under the cap; want it closed by the per-IP cap")
+			}
 		})
 	}
 }

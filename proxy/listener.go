@@ -76,7 +76,8 @@ const refusalLogEvery = 10 * time.Second
 // there were, with the last one as a sample. Exact counts are in the
 // metrics.
 type refusalLog struct {
-	log *slog.Logger
+	log   *slog.Logger
+	every time.Duration // the quiet period; 0: refusalLogEvery
 
 	mu    sync.Mutex // guards kinds
 	kinds [3]refusalWindow
@@ -99,7 +100,7 @@ func (rl *refusalLog) add(r listen.Refusal) {
 	rl.mu.Lock()
 	w := &rl.kinds[k]
 	if !now.Before(w.until) {
-		w.until = now.Add(refusalLogEvery)
+		w.until = now.Add(rl.period())
 		rl.mu.Unlock()
 		rl.write(r, 1)
 		return
@@ -111,6 +112,13 @@ func (rl *refusalLog) add(r listen.Refusal) {
 		time.AfterFunc(w.until.Sub(now), func() { rl.flush(k) })
 	}
 	rl.mu.Unlock()
+}
+
+func (rl *refusalLog) period() time.Duration {
+	if rl.every > 0 {
+		return rl.every
+	}
+	return refusalLogEvery
 }
 
 // flush logs the refusals counted during a quiet period.
@@ -144,7 +152,7 @@ func (rl *refusalLog) write(r listen.Refusal, n int) {
 	if n > 1 {
 		// client, via and err are those of the last one.
 		msg = "connections refused"
-		attrs = append(attrs, slog.Duration(keyPeriod, refusalLogEvery))
+		attrs = append(attrs, slog.Duration(keyPeriod, rl.period()))
 	}
 	rl.log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/proxy"
 )
 
@@ -96,6 +97,17 @@ func TestMaxConns(t *testing.T) {
 	eventually(t, 5*time.Second, "the refusal logged", func() bool {
 		return strings.Contains(w.logs.String(), `msg="connection refused" kind=conns count=1 client=127.0.0.1:`)
 	})
+
+	// A reload raises the cap: the pool is full again (2 held, 1 tunnel)
+	// and a fourth connection is served.
+	if err := w.proxy.Reload(proxy.Config{Listen: "127.0.0.1:0", HeaderTimeout: 10 * time.Second, DialTimeout: 2 * time.Second,
+		ACL: acl.Config{Rules: []acl.RuleSpec{allowRule(w.ws.Listener.Addr())}}, MaxConns: 4, MaxConnsPerIP: -1}); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if resp, _, err := w.client(t, "").connect(target); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT after the cap was raised: %v %v; want 200", resp, err)
+	}
+	assertClosedWithin(t, w.client(t, ""), 5*time.Second, "connection over the raised cap")
 }
 
 // TestIPv6Slash64ViaProxyProtocol: behind a trusted balancer (PROXY v2

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/listen"
 )
 
 // Config is the proxy's settings: plain data, checked by Validate and
@@ -36,6 +38,13 @@ type Config struct {
 	// KeepAlive is the TCP keep-alive period on client and target sockets
 	// (default 30s; negative disables).
 	KeepAlive time.Duration
+	// BodyTimeout closes a plain-HTTP request whose body sends no byte for
+	// that long (408 if no response has started; default 30s).
+	BodyTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a target's response headers
+	// to a forwarded plain-HTTP request, after the request is sent (504;
+	// default 1m).
+	ResponseHeaderTimeout time.Duration
 
 	// Upstream, if non-nil, is a parent proxy every target is dialed
 	// through: socks5://[user:pass@]host:port or http://[user:pass@]host:port.
@@ -65,6 +74,17 @@ type Config struct {
 	Limits Limits
 	// MaxPending bounds requests between accept and the tunnel's 200 (0: no limit).
 	MaxPending int
+	// MaxConns caps the client connections open at once, counted from
+	// accept (see package listen). 0: the default, listen.DefaultMaxConns
+	// of Limits.Global; negative: no cap.
+	MaxConns int
+	// MaxConnsPerIP caps them per client: an IPv4 address or an IPv6 /64.
+	// 0: the default, listen.DefaultMaxConnsPerIP of the MaxConns in force;
+	// negative: no cap.
+	MaxConnsPerIP int
+	// ProxyProtocolFrom lists the balancers whose PROXY protocol header
+	// (v1 or v2) is honoured, and required (see listen.Config.ProxyFrom).
+	ProxyProtocolFrom []netip.Prefix
 	// QueueTimeout is how long a request waits for a free tunnel slot before
 	// it is refused with 503 (0: no waiting).
 	QueueTimeout time.Duration
@@ -125,6 +145,12 @@ func (c Config) Defaults() Config {
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 30 * time.Second
 	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 30 * time.Second
+	}
+	if c.ResponseHeaderTimeout == 0 {
+		c.ResponseHeaderTimeout = time.Minute
+	}
 	if c.Realm == "" {
 		c.Realm = "wsegress"
 	}
@@ -135,13 +161,71 @@ func (c Config) Defaults() Config {
 }
 
 // reloadInto returns old with the fields a Reload may change taken from c:
-// users and groups with their options, realm, ACL and limits. The rest is
-// fixed at New.
+// users and groups with their options, realm, ACL, limits and connection
+// caps, the upstream, and the settings read per request (dial and body
+// timeouts, auth retries, queue timeout, ready-when-full). The rest is
+// fixed at New or Serve; see fixedChanges.
 func (c Config) reloadInto(old Config) Config {
 	old.Htpasswd, old.Groups, old.Auth, old.Realm, old.NoAuth = c.Htpasswd, c.Groups, c.Auth, c.Realm, c.NoAuth
 	old.ACL, old.Limits, old.MaxPending = c.ACL, c.Limits, c.MaxPending
 	old.PACProxy, old.PACDirect = c.PACProxy, c.PACDirect
+	old.MaxConns, old.MaxConnsPerIP = c.MaxConns, c.MaxConnsPerIP
+	old.MaxAuthRetries, old.QueueTimeout, old.Upstream = c.MaxAuthRetries, c.QueueTimeout, c.Upstream
+	old.DialTimeout, old.BodyTimeout, old.ReadyWhenFull = c.DialTimeout, c.BodyTimeout, c.ReadyWhenFull
 	return old
+}
+
+// fixedChanges names, by flag, the settings that differ between old and c
+// but that a Reload cannot change: they are built into the listeners, the
+// http.Server, the relay or the forwarding transport at New or Serve.
+func (c Config) fixedChanges(old Config) []string {
+	var names []string
+	add := func(changed bool, flag string) {
+		if changed {
+			names = append(names, flag)
+		}
+	}
+	add(c.Listen != old.Listen, "listen")
+	add(c.MetricsListen != old.MetricsListen, "metrics-listen")
+	add(!slices.Equal(c.ProxyProtocolFrom, old.ProxyProtocolFrom), "proxy-protocol-from")
+	add(c.HeaderTimeout != old.HeaderTimeout, "header-timeout")
+	add(c.IdleTimeout != old.IdleTimeout, "idle-timeout")
+	add(c.ResponseHeaderTimeout != old.ResponseHeaderTimeout, "response-header-timeout")
+	add(c.MaxHeaderBytes != old.MaxHeaderBytes, "max-header-bytes")
+	add(c.KeepAlive != old.KeepAlive, "keep-alive")
+	return names
+}
+
+// sameUpstream reports whether a and b name the same parent proxy, with
+// the same credentials.
+func sameUpstream(a, b *url.URL) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.String() == b.String()
+}
+
+// ConnCaps resolves MaxConns and MaxConnsPerIP to the caps in force
+// (0: no cap): the defaults derived from the open-file limit and
+// Limits.Global where they are 0.
+func (c Config) ConnCaps() (maxConns, perIP int) {
+	switch {
+	case c.MaxConns < 0:
+		maxConns = 0
+	case c.MaxConns == 0:
+		maxConns = listen.DefaultMaxConns(c.Limits.Global)
+	default:
+		maxConns = c.MaxConns
+	}
+	switch {
+	case c.MaxConnsPerIP < 0:
+		perIP = 0
+	case c.MaxConnsPerIP == 0:
+		perIP = listen.DefaultMaxConnsPerIP(maxConns)
+	default:
+		perIP = c.MaxConnsPerIP
+	}
+	return maxConns, perIP
 }
 
 // Validate reports every problem in c at once.
@@ -166,6 +250,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"dial-timeout": c.DialTimeout, "idle-timeout": c.IdleTimeout,
 		"header-timeout": c.HeaderTimeout, "queue-timeout": c.QueueTimeout,
+		"body-timeout": c.BodyTimeout, "response-header-timeout": c.ResponseHeaderTimeout,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("--%s %v: must not be negative", name, d))

@@ -38,6 +38,9 @@ var (
 	errAuthBusy = errors.New("too many password verifications in progress")
 	// errShuttingDown marks a request that arrived while draining (503).
 	errShuttingDown = errors.New("proxy shutting down")
+	// errBodyTimeout marks a forwarded request whose body stalled for
+	// --body-timeout (408).
+	errBodyTimeout = errors.New("request body stalled")
 	// errUpstream marks a target that answered an upgrade with garbage (502).
 	errUpstream = errors.New("bad response from target")
 )
@@ -52,6 +55,8 @@ func statusFor(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errMethod):
 		return http.StatusNotImplemented
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout
 	case errors.Is(err, errAuthRequired):
 		return http.StatusProxyAuthRequired
 	case errors.Is(err, errThrottled):
@@ -121,7 +126,7 @@ func resultFor(status int) result {
 		return resultDenied
 	case http.StatusServiceUnavailable:
 		return resultLimited
-	case http.StatusGatewayTimeout:
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
 		return resultTimeout
 	case http.StatusBadGateway:
 		return resultDialError
@@ -175,6 +180,8 @@ func publicText(status int, err error) string {
 		return "destination did not answer in time\n"
 	case http.StatusNotImplemented:
 		return "method not implemented by this proxy\n"
+	case http.StatusRequestTimeout:
+		return "request body stalled\n"
 	default:
 		return http.StatusText(status) + "\n"
 	}

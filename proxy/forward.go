@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/elazarl/goproxy"
 
@@ -27,7 +29,8 @@ type dialedKey struct{}
 type dialedConn struct {
 	once   sync.Once
 	conn   net.Conn
-	failed error // the proxy, not the target, answered
+	body   *stallBody // the request body, if any
+	failed error      // the proxy, not the target, answered
 }
 
 // take returns the connection the first time and nil after.
@@ -64,7 +67,7 @@ func (s *Server) newGoproxy(cfg Config) *goproxy.ProxyHttpServer {
 		DisableKeepAlives:      true,
 		DisableCompression:     true, // pass Accept-Encoding and bodies as they are
 		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
-		ResponseHeaderTimeout:  0,
+		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
 	}
 	gp.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
 		dc, _ := ctx.Req.Context().Value(dialedKey{}).(*dialedConn)
@@ -75,6 +78,8 @@ func (s *Server) newGoproxy(cfg Config) *goproxy.ProxyHttpServer {
 			return errorResponse(ctx.Req, status, err)
 		}
 		switch {
+		case resp == nil && dc != nil && dc.body.hasStalled():
+			return fail(http.StatusRequestTimeout, fmt.Errorf("%w: %w", errBodyTimeout, ctx.Error))
 		case resp == nil && ctx.Error != nil:
 			return fail(statusFor(ctx.Error), ctx.Error)
 		case resp != nil && resp.StatusCode == http.StatusSwitchingProtocols:
@@ -132,6 +137,11 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 	t.leavePending()
 	dc := &dialedConn{conn: t.target}
 	t.target = nil // the transport's now, unless it never takes it
+	if r.Body != nil && r.Body != http.NoBody {
+		dc.body = &stallBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: q.st.cfg.BodyTimeout}
+		r.Body = dc.body
+		defer dc.body.clear()
+	}
 
 	removeHopHeaders(r.Header)
 	if _, ok := r.Header["User-Agent"]; !ok {
@@ -150,6 +160,49 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 	t.status, t.log = sr.status, q.endLog()
 	t.close(relay.Result{Down: sr.n, Reason: endResponseSent})
 }
+
+// stallBody is a forwarded request's body that must keep moving: before
+// every Read the client connection's read deadline is set timeout ahead,
+// so a body that sends nothing for that long fails with a timeout, which
+// the forward path answers with 408 and a close. The deadline is cleared
+// at the body's end, before the wait for the target's response (which
+// --response-header-timeout bounds), so net/http's background read of the
+// idle connection is not cut by it.
+type stallBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	stalled atomic.Bool
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == nil:
+	case isTimeout(err):
+		b.stalled.Store(true)
+	default: // io.EOF, or the client went away
+		b.clear()
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	b.clear()
+	return b.ReadCloser.Close()
+}
+
+// clear removes the read deadline unless the body stalled (then the
+// connection is closed anyway).
+func (b *stallBody) clear() {
+	if !b.stalled.Load() {
+		b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// hasStalled reports whether the body hit its timeout; nil: no body.
+func (b *stallBody) hasStalled() bool { return b != nil && b.stalled.Load() }
 
 // statusRecorder is the http.ResponseWriter goproxy writes to: it records
 // the status and the body size for the end line.

@@ -17,17 +17,23 @@ import (
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
 	"github.com/wsegress/wsegress/proxy/limit"
+	"github.com/wsegress/wsegress/proxy/listen"
 )
 
 // connInfo is per client connection state, kept in the request context.
 type connInfo struct {
 	authFailures atomic.Int32 // 407s sent on this connection
+	via          string       // the balancer, when a PROXY header gave the client
 }
 
 type connInfoKey struct{}
 
-func withConnInfo(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connInfoKey{}, &connInfo{})
+func withConnInfo(ctx context.Context, c net.Conn) context.Context {
+	ci := &connInfo{}
+	if via, ok := listen.Via(c); ok {
+		ci.via = via.String()
+	}
+	return context.WithValue(ctx, connInfoKey{}, ci)
 }
 
 func connInfoFrom(ctx context.Context) *connInfo {
@@ -43,6 +49,7 @@ type request struct {
 	r      *http.Request
 	start  time.Time
 	client netip.AddrPort
+	via    string // the balancer that sent client in a PROXY header
 	user   string
 	authBy string // authByCert, authByBasic; "" until authenticated
 	groups []string
@@ -63,6 +70,7 @@ func (q *request) subject() acl.Subject { return acl.Subject{User: q.user, Group
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := &request{r: r, start: time.Now(), st: s.state.Load()}
 	q.client, _ = netip.ParseAddrPort(r.RemoteAddr)
+	q.via = connInfoFrom(r.Context()).via
 	switch {
 	case r.Method == http.MethodConnect:
 		s.metrics.Request(requestConnect)
@@ -131,7 +139,7 @@ func (s *Server) authenticate(q *request) error {
 // arrival order; the client hanging up while queued gives its place back.
 func (s *Server) acquire(q *request) (*limit.Slot, error) {
 	slot, err := s.limiter.Acquire(q.r.Context(), limit.Key{
-		User: q.user, Groups: q.groups, ClientIP: q.client.Addr().Unmap(), Host: q.target.Host,
+		User: q.user, Groups: q.groups, ClientIP: q.client.Addr(), Host: q.target.Host,
 	}, q.st.cfg.QueueTimeout)
 	if err != nil {
 		var le *limit.Error
@@ -154,7 +162,7 @@ func (s *Server) dial(q *request) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(q.r.Context(), q.st.cfg.DialTimeout)
 	defer cancel()
 	start := time.Now()
-	c, res, err := s.dialer.dial(ctx, q.st.policy, q.target, q.subject())
+	c, res, err := q.st.dialer.dial(ctx, q.st.policy, q.target, q.subject())
 	q.rule, q.reason, q.dialed = res.decision.Rule, res.decision.Reason, res.addr
 	if errors.Is(err, errDenied) {
 		s.metrics.ACLDenied(q.rule)
@@ -217,8 +225,10 @@ func (s *Server) logRefused(q *request, status int, err error) {
 	if status >= 500 {
 		level = slog.LevelWarn
 	}
-	s.log.LogAttrs(q.r.Context(), level, "request refused",
-		slog.String(keyClient, q.client.String()),
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs, slog.String(keyClient, q.client.String()))
+	attrs = appendClientAttrs(attrs, q.client.Addr(), q.via)
+	attrs = append(attrs,
 		slog.String(keyUser, q.user),
 		slog.String(keyAuth, q.authString()),
 		slog.String(keyMethod, q.r.Method),
@@ -230,6 +240,20 @@ func (s *Server) logRefused(q *request, status int, err error) {
 		slog.String(keyErr, acl.Redact(err.Error())),
 		slog.Duration(keyDuration, time.Since(q.start)),
 	)
+	s.log.LogAttrs(q.r.Context(), level, "request refused", attrs...)
+}
+
+// appendClientAttrs adds, after the client key of a canonical line, via
+// when a PROXY header gave the client, and client_key when per-IP limits
+// and the throttle count the client under a wider key (an IPv6 /64).
+func appendClientAttrs(attrs []slog.Attr, client netip.Addr, via string) []slog.Attr {
+	if via != "" {
+		attrs = append(attrs, slog.String(keyVia, via))
+	}
+	if a, ok := clientKeyAttr(client); ok {
+		attrs = append(attrs, a)
+	}
+	return attrs
 }
 
 // authString is how the request's user was authenticated, for logs.

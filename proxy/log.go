@@ -23,6 +23,15 @@ const (
 	keyErr       = "err"
 	keyTunnels   = "tunnels"
 	keyStack     = "stack"
+	keyVia       = "via"        // the balancer, when a PROXY header gave the client
+	keyClientKey = "client_key" // the IPv6 /64 a client is counted under
+	keySetting   = "setting"
+	keyKind      = "kind"
+	keyCount     = "count"
+	keyPeriod    = "period"
+
+	keyMaxConns      = "max_conns"
+	keyMaxConnsPerIP = "max_conns_per_ip"
 )
 
 // End reasons of the server's own, beside the relay's (see relay.EndReason):

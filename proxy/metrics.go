@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/wsegress/wsegress/proxy/limit"
+	"github.com/wsegress/wsegress/proxy/listen"
 )
 
 // The bounded label sets are typed constants (result, authFailure,
@@ -40,10 +41,13 @@ const (
 	requestConnect requestKind = iota
 	requestHTTP
 	requestUpgrade
+	// requestProxyRefused: a connection from a --proxy-protocol-from
+	// source closed for want of a valid PROXY header (never a request).
+	requestProxyRefused
 	numRequestKinds
 )
 
-var requestKindNames = [numRequestKinds]string{"connect", "http", "upgrade"}
+var requestKindNames = [numRequestKinds]string{"connect", "http", "upgrade", "proxy_protocol_refused"}
 
 func (k requestKind) String() string { return requestKindNames[k] }
 
@@ -70,9 +74,11 @@ type metrics struct {
 	authFailures   [numAuthFailures]prometheus.Counter
 	aclDenials     *prometheus.CounterVec
 	limitRefusals  [limit.NumKinds]prometheus.Counter
+	connRefusals   [2]prometheus.Counter // listen.KindConns, listen.KindConnsPerIP
 	requests       [numRequestKinds]prometheus.Counter
 
-	pool atomic.Pointer[func() []limit.Usage] // set by SetPoolSource
+	pool  atomic.Pointer[func() []limit.Usage] // set by SetPoolSource
+	conns atomic.Pointer[func() int]           // set by SetConnSource
 }
 
 // newMetrics creates the metrics and registers them, with the Go runtime
@@ -126,14 +132,26 @@ func newMetrics() *metrics {
 	m.aclDenials.WithLabelValues(defaultACLRule)
 	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_limit_refusals_total",
-		Help: "Requests refused with 503 because a limit was full, by limit kind.",
+		Help: "Requests refused with 503 because a tunnel limit was full, by limit kind; conns and conns_per_ip: connections closed at accept by --max-conns and --max-conns-per-ip.",
 	}, []string{"kind"})
 	for k := range limit.NumKinds {
 		m.limitRefusals[k] = refusals.WithLabelValues(k.String())
 	}
+	for i, k := range []listen.Kind{listen.KindConns, listen.KindConnsPerIP} {
+		m.connRefusals[i] = refusals.WithLabelValues(k.String())
+	}
+	clientConns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wsegress_client_conns",
+		Help: "Client connections open, from accept to close (tunnels' client sides included), as --max-conns counts them.",
+	}, func() float64 {
+		if f := m.conns.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_requests_total",
-		Help: "Proxy requests received, by kind: connect, http (plain forwarding), upgrade (WebSocket over plain HTTP).",
+		Help: "Proxy requests received, by kind: connect, http (plain forwarding), upgrade (WebSocket over plain HTTP); proxy_protocol_refused: connections from a trusted balancer closed without a valid PROXY header.",
 	}, []string{"kind"})
 	for k := range numRequestKinds {
 		m.requests[k] = requests.WithLabelValues(k.String())
@@ -143,7 +161,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tunnelsOpen, results, bytes, m.tunnelDuration, m.dialDuration,
-		m.queueWait, auth, m.aclDenials, refusals, requests,
+		m.queueWait, auth, m.aclDenials, refusals, requests, clientConns,
 		newPoolCollector(m),
 	)
 	return m
@@ -258,6 +276,29 @@ func (m *metrics) LimitRefused(k limit.Kind) {
 		return
 	}
 	m.limitRefusals[k].Inc()
+}
+
+// ConnRefused counts a connection closed at accept by a connection cap
+// (listen.KindConns or listen.KindConnsPerIP).
+func (m *metrics) ConnRefused(k listen.Kind) {
+	if m == nil {
+		return
+	}
+	switch k {
+	case listen.KindConns:
+		m.connRefusals[0].Inc()
+	case listen.KindConnsPerIP:
+		m.connRefusals[1].Inc()
+	}
+}
+
+// SetConnSource sets the function read at every scrape for
+// wsegress_client_conns. It must be safe to call from any goroutine.
+func (m *metrics) SetConnSource(f func() int) {
+	if m == nil || f == nil {
+		return
+	}
+	m.conns.Store(&f)
 }
 
 // Request counts a received proxy request.

@@ -11,13 +11,13 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/elazarl/goproxy"
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
 	"github.com/wsegress/wsegress/proxy/limit"
+	"github.com/wsegress/wsegress/proxy/listen"
 	"github.com/wsegress/wsegress/proxy/pac"
 	"github.com/wsegress/wsegress/proxy/relay"
 	"github.com/wsegress/wsegress/proxy/tlsconf"
@@ -29,13 +29,13 @@ import (
 // (golang/go#17721), so the Server tracks them itself.
 type Server struct {
 	log     *slog.Logger
-	dialer  *dialer
 	relay   relay.Relay
 	limiter *limit.Limiter
 	pending *limit.Gate
 	metrics *metrics
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
+	refusal *refusalLog // logs connections refused at accept, rate-limited
 
 	// tls, if non-nil, holds the TLS listener's certificates (TLSCert);
 	// userMode names the user of a client certificate. Both fixed at New.
@@ -56,9 +56,10 @@ type Server struct {
 	mu         sync.Mutex // guards the following fields
 	tunnels    map[*tunnel]struct{}
 	draining   bool
-	self       acl.Options    // the proxy's own addresses, denied as targets
-	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
-	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
+	self       acl.Options        // the proxy's own addresses, denied as targets
+	metricsSrv []*http.Server     // started by ServeMetrics, closed last by Shutdown
+	listeners  []*listen.Listener // client listeners wrapped by Serve, for Reload and metrics
+	wg         sync.WaitGroup     // one per CONNECT or upgrade in progress or established
 }
 
 // state is what a reload replaces: the configuration and what is compiled
@@ -71,6 +72,7 @@ type state struct {
 	// no Basic auth (with it, auth.Groups serves both).
 	groups map[string][]string
 	pac    *pac.File // nil: no PAC file
+	dialer *dialer   // kept across reloads unless the upstream changed
 }
 
 // groupsOf returns the groups of an authenticated user.
@@ -90,13 +92,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d, err := newDialer(cfg)
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
 		log:     log,
-		dialer:  d,
+		refusal: &refusalLog{log: log},
 		limiter: limit.New(cfg.Limits),
 		pending: new(limit.Gate), // always counted, so metrics show it and a reload can set a limit
 		metrics: newMetrics(),
@@ -106,9 +104,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.pending.SetLimit(cfg.MaxPending)
 	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
+	var err error
 	if s.tls, s.userMode, err = newTLSStore(cfg, log); err != nil {
 		return nil, err
 	}
+	s.metrics.SetConnSource(s.clientConns)
 	st, err := s.buildState(cfg, acl.Options{}, nil)
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.http = &http.Server{
 		Handler:                      s,
 		ReadHeaderTimeout:            cfg.HeaderTimeout,
-		IdleTimeout:                  2 * time.Minute,
+		IdleTimeout:                  cfg.HeaderTimeout, // idle between requests (after a 407, say): a slot and an fd
 		MaxHeaderBytes:               cfg.MaxHeaderBytes,
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -135,6 +135,11 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 		return nil, fmt.Errorf("acl: %w", err)
 	}
 	st := &state{cfg: cfg, policy: pol}
+	if old != nil && sameUpstream(old.cfg.Upstream, cfg.Upstream) {
+		st.dialer = old.dialer
+	} else if st.dialer, err = newDialer(cfg); err != nil {
+		return nil, err
+	}
 	names := []string{acl.RuleDefault, acl.RuleNonPublic, acl.RuleSelf}
 	for _, r := range pol.Rules() {
 		names = append(names, r.Name)
@@ -169,13 +174,19 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 }
 
 // Reload applies a new configuration to new requests: users, groups and
-// their options, realm, ACL, limits and the PAC file. It also re-reads the
-// TLS certificate, key and client CAs (whose file names are fixed at New);
-// a bad certificate file keeps the previous one in use and is logged by
-// the TLS store, without failing the rest of the reload. Open tunnels are
-// never touched; a lowered limit only refuses new tunnels until usage
-// drops. Every other field (listen addresses, timeouts, upstream...) is
-// fixed at New. On error nothing changes.
+// their options (throttle state and unchanged users' cache entries
+// survive), realm, ACL, tunnel limits and connection caps, the upstream,
+// the PAC file, and the settings read per request (--dial-timeout,
+// --body-timeout, --max-auth-retries, --queue-timeout, --ready-when-full).
+// It also re-reads the TLS certificate, key and client CAs (whose file
+// names are fixed at New); a bad certificate file keeps the previous one in
+// use and is logged by the TLS store, without failing the rest of the
+// reload. Open tunnels are never touched; a lowered limit only refuses new
+// tunnels until usage drops. The other settings (listen addresses, PROXY
+// protocol sources, header, idle and response-header timeouts, header
+// size, keep-alive, TLS file names) are fixed at start: a change to one is
+// logged as a warning naming it and otherwise ignored. On error nothing
+// changes.
 func (s *Server) Reload(cfg Config) error {
 	cfg = cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -188,11 +199,18 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	for _, name := range cfg.fixedChanges(old.cfg) {
+		s.log.Warn("reload cannot change this setting: restart to apply it; the running value stays", keySetting, "--"+name)
+	}
 	s.state.Store(st)
 	s.limiter.SetLimits(cfg.Limits)
 	s.pending.SetLimit(cfg.MaxPending)
 	if s.tls != nil {
 		_ = s.tls.Reload() // logged by the store; the old certificate stays
+	}
+	maxConns, perIP := st.cfg.ConnCaps()
+	for _, l := range s.listeners {
+		l.SetLimits(maxConns, perIP)
 	}
 	return nil
 }
@@ -225,6 +243,9 @@ func (s *Server) ListenAndServe() error {
 // them when TLS is on and no TLSListen is set (see ServeTLS). Serve always
 // returns a non-nil error and closes ln. The proxy's own address is added
 // to the policy's built-in denies, so a client cannot loop it into itself.
+// ln is wrapped in a listen.Listener: connections are capped from accept
+// (MaxConns, MaxConnsPerIP) and PROXY headers honoured from
+// ProxyProtocolFrom.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.serve(ln, s.tls != nil && s.state.Load().cfg.TLSListen == "")
 }
@@ -238,12 +259,12 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: s.state.Load().cfg.HeaderTimeout}
+	hs := newMetricsServer(s.MetricsHandler(), s.state.Load().cfg.HeaderTimeout)
 	s.mu.Lock()
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
 	s.log.Info("metrics listening", keyAddr, ln.Addr().String())
-	return hs.Serve(ln)
+	return hs.Serve(listen.New(ln, listen.Config{MaxConns: metricsMaxConns, MaxConnsPerIP: metricsMaxConnsPerIP}))
 }
 
 // addSelf adds one of the proxy's own listening addresses to the denies.

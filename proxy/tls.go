@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/wsegress/wsegress/proxy/listen"
 	"github.com/wsegress/wsegress/proxy/pac"
 	"github.com/wsegress/wsegress/proxy/tlsconf"
 )
@@ -123,13 +124,30 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 		ln.Close()
 		return err
 	}
+	// The cap and PROXY-protocol listener sits on the raw socket, under
+	// TLS: a PROXY header comes before the TLS handshake, and a connection
+	// counts from accept, not from a finished handshake.
+	s.mu.Lock() // so a Reload cannot slip between the caps and the list
+	cfg := s.state.Load().cfg
+	maxConns, perIP := cfg.ConnCaps()
+	l := listen.New(ln, listen.Config{
+		MaxConns:      maxConns,
+		MaxConnsPerIP: perIP,
+		ProxyFrom:     cfg.ProxyProtocolFrom,
+		HeaderTimeout: cfg.HeaderTimeout,
+		OnRefuse:      s.connRefused,
+	})
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	var srv net.Listener = l
 	if useTLS {
 		s.startTLS()
 		// Not http.Server.ServeTLS: it would add h2 to ALPN.
-		ln = tls.NewListener(ln, s.tls.ServerConfig())
+		srv = tls.NewListener(l, s.tls.ServerConfig())
 	}
-	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS)
-	return s.http.Serve(ln)
+	// test/clients/run reads addr and tls next to each other: keep them so.
+	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, maxConns, keyMaxConnsPerIP, perIP)
+	return s.http.Serve(srv)
 }
 
 // startTLS starts, once, the goroutine that re-reads the certificate files

@@ -55,6 +55,7 @@ type tunnel struct {
 type endLog struct {
 	start  time.Time
 	client netip.AddrPort
+	via    string
 	user   string
 	authBy string
 	method string
@@ -64,7 +65,7 @@ type endLog struct {
 }
 
 func (q *request) endLog() endLog {
-	return endLog{start: q.start, client: q.client, user: q.user, authBy: q.authString(), method: q.r.Method,
+	return endLog{start: q.start, client: q.client, via: q.via, user: q.user, authBy: q.authString(), method: q.r.Method,
 		target: q.target, dialed: q.dialed, rule: q.rule}
 }
 
@@ -228,8 +229,10 @@ func (t *tunnel) close(res relay.Result) {
 // logEnd writes the canonical line of a request that got its tunnel (or
 // its plain-HTTP response).
 func (s *Server) logEnd(l endLog, status int, res relay.Result) {
-	attrs := []slog.Attr{
-		slog.String(keyClient, l.client.String()),
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs, slog.String(keyClient, l.client.String()))
+	attrs = appendClientAttrs(attrs, l.client.Addr(), l.via)
+	attrs = append(attrs,
 		slog.String(keyUser, l.user),
 		slog.String(keyAuth, l.authBy),
 		slog.String(keyMethod, l.method),
@@ -242,7 +245,7 @@ func (s *Server) logEnd(l endLog, status int, res relay.Result) {
 		slog.Int64(keyBytesDown, res.Down),
 		slog.Duration(keyDuration, time.Since(l.start)),
 		slog.String(keyEnd, string(res.Reason)),
-	}
+	)
 	if res.Err != nil {
 		attrs = append(attrs, slog.String(keyErr, res.Err.Error()))
 	}

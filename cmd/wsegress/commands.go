@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,22 @@ func check(c *cli.Context, stdout io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "ok: %d rules, %d users, listen %s\n", len(pol.Rules()), users, cfg.Listen)
+	capText := func(n int) string {
+		if n <= 0 {
+			return "unlimited"
+		}
+		return strconv.Itoa(n)
+	}
+	maxConns, perIP := cfg.ConnCaps()
+	fmt.Fprintf(stdout, "connections: max-conns %s, max-conns-per-ip %s (IPv6 per /64)", capText(maxConns), capText(perIP))
+	if len(cfg.ProxyProtocolFrom) > 0 {
+		from := make([]string, len(cfg.ProxyProtocolFrom))
+		for i, p := range cfg.ProxyProtocolFrom {
+			from[i] = p.String()
+		}
+		fmt.Fprintf(stdout, "; PROXY protocol from %s", strings.Join(from, ", "))
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
 	"github.com/wsegress/wsegress/proxy"
+	"github.com/wsegress/wsegress/proxy/listen"
 )
 
 // env names the environment variable of a flag: WSEGRESS_<FLAG>.
@@ -47,7 +48,9 @@ func serveFlags() []cli.Flag {
 		str("config", "", "YAML config file (ACL rules, groups, per-user limits)"),
 		dur("dial-timeout", 10*time.Second, "bound on resolving and connecting to a target"),
 		dur("idle-timeout", 0, "close a tunnel after this long with no byte in either direction (0: never)"),
-		dur("header-timeout", 10*time.Second, "bound on reading request headers"),
+		dur("header-timeout", 10*time.Second, "bound on reading request headers, and on a client connection's idle time between requests"),
+		dur("body-timeout", 30*time.Second, "close a forwarded plain-HTTP request whose body sends no byte for this long (408)"),
+		dur("response-header-timeout", time.Minute, "bound on a target's response headers to a forwarded plain-HTTP request (504)"),
 		dur("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long open tunnels may finish before they are closed"),
 		num("max-header-bytes", 32<<10, "largest request header accepted (larger: 431)"),
 		str("upstream", "", "parent proxy for all targets: socks5://[user:pass@]host:port or http://[user:pass@]host:port; "+
@@ -79,6 +82,9 @@ func serveFlags() []cli.Flag {
 		num("max-tunnels-per-ip", 0, "tunnels per client IP (0: no limit)"),
 		num("max-tunnels-per-host", 0, "tunnels per destination host (0: no limit)"),
 		num("max-pending", 0, "requests between accept and their 200 (0: no limit)"),
+		num("max-conns", 0, "client connections open at once, from accept (0: derived from the open-file limit and --max-tunnels; -1: no cap)"),
+		num("max-conns-per-ip", 0, "client connections per client IPv4 address or IPv6 /64 (0: half of --max-conns; -1: no cap)"),
+		list("proxy-protocol-from", "honour (and require) a PROXY protocol v1/v2 header from these balancers: CIDR or IP, repeatable or comma-separated"),
 		dur("queue-timeout", 0, "how long a request waits for a free slot before 503 (0: no waiting)"),
 
 		str("tls-cert", "", "PEM certificate chain (leaf first) for TLS to the proxy; with --tls-key, TLS on --listen (or on --tls-listen); re-read on SIGHUP and when it changes"),
@@ -165,17 +171,30 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 				Block:       c.Duration("auth-block"),
 			},
 		},
-		TLSCert:       c.String("tls-cert"),
-		TLSKey:        c.String("tls-key"),
-		TLSListen:     c.String("tls-listen"),
-		TLSClientCA:   c.String("tls-client-ca"),
-		TLSClientUser: c.String("tls-client-user"),
-		PACProxy:      fc.PAC.Proxy,
-		PACDirect:     append(c.StringSlice("pac-direct"), fc.PAC.Direct...),
-		MaxPending:    c.Int("max-pending"),
-		QueueTimeout:  c.Duration("queue-timeout"),
-		MetricsListen: c.String("metrics-listen"),
-		ReadyWhenFull: c.Bool("ready-when-full"),
+		TLSCert:               c.String("tls-cert"),
+		TLSKey:                c.String("tls-key"),
+		TLSListen:             c.String("tls-listen"),
+		TLSClientCA:           c.String("tls-client-ca"),
+		TLSClientUser:         c.String("tls-client-user"),
+		PACProxy:              fc.PAC.Proxy,
+		PACDirect:             append(c.StringSlice("pac-direct"), fc.PAC.Direct...),
+		MaxPending:            c.Int("max-pending"),
+		MaxConns:              c.Int("max-conns"),
+		MaxConnsPerIP:         c.Int("max-conns-per-ip"),
+		BodyTimeout:           c.Duration("body-timeout"),
+		ResponseHeaderTimeout: c.Duration("response-header-timeout"),
+		QueueTimeout:          c.Duration("queue-timeout"),
+		MetricsListen:         c.String("metrics-listen"),
+		ReadyWhenFull:         c.Bool("ready-when-full"),
+	}
+	var from []string
+	for _, v := range c.StringSlice("proxy-protocol-from") {
+		from = append(from, strings.Split(v, ",")...) // the app separates slices with ";"
+	}
+	if p, err := listen.ParseProxyFrom(from); err != nil {
+		errs = append(errs, err)
+	} else {
+		cfg.ProxyProtocolFrom = p
 	}
 	if u, err := upstreamURL(c); err != nil {
 		errs = append(errs, err)

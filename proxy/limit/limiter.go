@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsegress/wsegress/proxy/listen"
 )
 
 // ErrExceeded is wrapped by every *Error, so errors.Is works on
@@ -130,12 +132,26 @@ func (lim Config) userLimit(user string, groups []string) int {
 type Key struct {
 	User   string
 	Groups []string // User's groups, for overrides. Retained while the slot is held; do not modify.
-	// ClientIP is normalised: an IPv4-mapped IPv6 address counts as the
-	// IPv4 address, and a zone is dropped.
+	// ClientIP is counted under its client key (listen.ClientKey): an
+	// IPv4 address as itself (an IPv4-mapped IPv6 address as the IPv4
+	// one), an IPv6 address as its /64, since one host usually holds a
+	// whole /64. A zone is dropped.
 	ClientIP netip.Addr
 	// Host is the destination host as parsed (acl.Target.Host), compared
 	// byte for byte.
 	Host string
+}
+
+// ClientKey is the address a client's per-IP slots are counted under: the
+// address of its listen.ClientKey prefix, so every address of an IPv6 /64
+// is one client, as for --max-conns-per-ip and the auth throttle. An
+// invalid address gives the zero Addr (no per-IP cap).
+func ClientKey(ip netip.Addr) netip.Addr {
+	p := listen.ClientKey(ip)
+	if !p.IsValid() {
+		return netip.Addr{}
+	}
+	return p.Addr()
 }
 
 // Limiter hands out tunnel slots under all applicable limits at once.
@@ -211,7 +227,7 @@ func (l *Limiter) Acquire(ctx context.Context, k Key, wait time.Duration) (*Slot
 		return nil, nil
 	}
 	nk := waitKey{Key: k}
-	nk.ClientIP = k.ClientIP.Unmap().WithZone("")
+	nk.ClientIP = ClientKey(k.ClientIP)
 
 	l.mu.Lock()
 	nk.userLimit = l.lim.userLimit(nk.User, nk.Groups)

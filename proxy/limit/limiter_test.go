@@ -228,8 +228,14 @@ func TestLimiterKinds(t *testing.T) {
 		},
 		{
 			name: "client ip zone", lim: Config{PerIP: 1},
-			same: Key{ClientIP: ip("fe80::1%eth0")}, alias: Key{ClientIP: ip("fe80::1")}, other: &Key{ClientIP: ip("fe80::2")},
+			same: Key{ClientIP: ip("fe80::1%eth0")}, alias: Key{ClientIP: ip("fe80::1")}, other: &Key{ClientIP: ip("fe80:0:0:1::1")},
 			kind: KindClientIP, limit: 1, exempt: &Key{},
+		},
+		{
+			// One IPv6 host usually holds a whole /64: it is one client.
+			name: "client ip v6 /64", lim: Config{PerIP: 2},
+			same: Key{ClientIP: ip("2001:db8:1:2::1")}, alias: Key{ClientIP: ip("2001:db8:1:2:ffff:ffff:ffff:ffff")}, other: &Key{ClientIP: ip("2001:db8:1:3::1")},
+			kind: KindClientIP, limit: 2, exempt: &Key{},
 		},
 		{
 			name: "host", lim: Config{PerHost: 3},
@@ -801,4 +807,22 @@ func BenchmarkLimiterAcquireReleaseParallel(b *testing.B) {
 			s.Release()
 		}
 	})
+}
+
+func TestClientKey(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"},
+		{"2001:db8:1:2::1", "2001:db8:1:2::"},
+		{"fe80::1%eth0", "fe80::"},
+		{"::1", "::"},
+	} {
+		if got := ClientKey(netip.MustParseAddr(tc.in)); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("ClientKey(%s) = %v; want %s", tc.in, got, tc.want)
+		}
+	}
+	if got := ClientKey(netip.Addr{}); got.IsValid() {
+		t.Errorf("ClientKey(invalid) = %v; want the zero Addr", got)
+	}
 }

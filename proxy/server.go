@@ -136,7 +136,7 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 }
 
 // Reload applies a new configuration to new requests: users, groups and
-// their options, realm, ACL and limits. Open tunnels are never touched; a
+// their options, realm, ACL, first-bytes checks and limits. Open tunnels are never touched; a
 // lowered limit only refuses new tunnels until usage drops. Every other
 // field (listen address, timeouts, upstream...) is fixed at New. On error
 // nothing changes.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy"
 )
 
 // passwdCommand adds or updates a user. The password comes from the
@@ -101,8 +102,29 @@ func check(c *cli.Context, stdout io.Writer) error {
 		}
 		users = a.Users()
 	}
-	fmt.Fprintf(stdout, "ok: %d rules, %d users, listen %s\n", len(pol.Rules()), users, cfg.Listen)
+	fmt.Fprintf(stdout, "ok: %d rules, %d users, listen %s%s\n", len(pol.Rules()), users, cfg.Listen, describeInspect(cfg.Inspect))
 	return nil
+}
+
+// describeInspect is the first-bytes check for `wsegress check`, "" if off.
+func describeInspect(in proxy.Inspect) string {
+	var on string
+	switch {
+	case in.WebSocketOnly:
+		on = "websocket-only"
+	case in.SNICheck:
+		on = "sni-check"
+	default:
+		return ""
+	}
+	if in.AllowMissingSNI {
+		on += ", missing SNI allowed"
+	}
+	mode := in.Mode
+	if mode == "" {
+		mode = proxy.InspectEnforce
+	}
+	return fmt.Sprintf(", first bytes: %s (%s)", on, mode)
 }
 
 // explain prints the decision for host:port for every address it

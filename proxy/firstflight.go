@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +73,7 @@ func (t *tunnel) inspectFirstFlight(br bufferedReader, c check) bool {
 	bp := firstFlights.Get().(*[]byte)
 	defer firstFlights.Put(bp)
 	n, v, err := readFirstFlight(t.client, br, *bp, t.log.target, c)
+	t.log.check = v.Result.String()
 	if n == 0 && err != nil && errors.Is(err, io.EOF) {
 		// The client closed without sending a byte: nothing to judge,
 		// nothing to forward (a speculative preconnect looks like this).
@@ -80,6 +82,9 @@ func (t *tunnel) inspectFirstFlight(br bufferedReader, c check) bool {
 	}
 	if !v.Pass() {
 		reason := refusal(n, v, err, c.timeout)
+		if !v.Done() {
+			t.log.check, _, _ = strings.Cut(reason, ":")
+		}
 		if !c.report {
 			t.log.result, t.log.reason = resultNotWebSocket, reason
 			t.close(relay.Result{Reason: endNotWebSocket})
@@ -151,6 +156,7 @@ func (q *request) checkRequest() (reason string, refuse bool) {
 		return "", false
 	}
 	v := inspect.CheckRequest(q.r, q.target)
+	q.checked = v.Result.String()
 	if v.Pass() {
 		return "", false
 	}

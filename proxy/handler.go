@@ -52,6 +52,7 @@ type request struct {
 	// report: the ACL would deny the target but only reports it (a report
 	// rule or --acl-mode report); wsOnly: the allow rule has websocket_only.
 	report, wsOnly bool
+	checked        string // the absolute-form WebSocket check's result, if it ran
 	st             *state // the configuration snapshot this request runs under
 }
 

@@ -21,6 +21,7 @@ const (
 	keyErr       = "err"
 	keyTunnels   = "tunnels"
 	keyStack     = "stack"
+	keyCheck     = "check" // what the first-bytes check found (issue 15)
 )
 
 // End reasons of the server's own, beside the relay's (see relay.EndReason):

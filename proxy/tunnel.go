@@ -63,11 +63,12 @@ type endLog struct {
 	rule   string
 	result result // ok, or would_deny or not_websocket (issue 15)
 	reason string // why, for a result other than ok
+	check  string // the first-bytes check's finding; "" when not checked
 }
 
 func (q *request) endLog() endLog {
 	l := endLog{start: q.start, client: q.client, user: q.user, method: q.r.Method,
-		target: q.target, dialed: q.dialed, rule: q.rule, result: resultOK}
+		target: q.target, dialed: q.dialed, rule: q.rule, result: resultOK, check: q.checked}
 	if q.report {
 		l.result, l.reason = resultWouldDeny, q.reason
 	}
@@ -267,6 +268,9 @@ func (s *Server) logEnd(l endLog, status int, res relay.Result) {
 	}
 	if l.reason != "" {
 		attrs = append(attrs, slog.String(keyReason, l.reason))
+	}
+	if l.check != "" {
+		attrs = append(attrs, slog.String(keyCheck, l.check))
 	}
 	attrs = append(attrs,
 		slog.Int64(keyBytesUp, res.Up),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -74,6 +75,10 @@ func (t *tunnel) inspectFirstFlight(br bufferedReader, c check) bool {
 	defer firstFlights.Put(bp)
 	n, v, err := readFirstFlight(t.client, br, *bp, t.log.target, c)
 	t.log.check = v.Result.String()
+	if h := v.Hello; h != nil && t.s.log.Enabled(t.s.baseCtx, slog.LevelDebug) {
+		t.s.log.Debug("client hello", keyClient, t.log.client.String(), keyTarget, t.log.target.String(),
+			keyCheck, v.Result.String(), "sni", h.SNI, "alpn", strings.Join(h.ALPN, ","), "ech", h.ECH)
+	}
 	if n == 0 && err != nil && errors.Is(err, io.EOF) {
 		// The client closed without sending a byte: nothing to judge,
 		// nothing to forward (a speculative preconnect looks like this).

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -78,6 +79,11 @@ func (t *tunnel) inspectFirstFlight(br bufferedReader, c check) bool {
 	if h := v.Hello; h != nil && t.s.log.Enabled(t.s.baseCtx, slog.LevelDebug) {
 		t.s.log.Debug("client hello", keyClient, t.log.client.String(), keyTarget, t.log.target.String(),
 			keyCheck, v.Result.String(), "sni", h.SNI, "alpn", strings.Join(h.ALPN, ","), "ech", h.ECH)
+	}
+	if err != nil && t.s.baseCtx.Err() != nil {
+		// Shutdown closed the conns mid first flight (see hijack).
+		t.close(relay.Result{Reason: relay.EndCanceled, Err: context.Cause(t.s.baseCtx)})
+		return false
 	}
 	if n == 0 && err != nil && errors.Is(err, io.EOF) {
 		// The client closed without sending a byte: nothing to judge,

@@ -582,3 +582,26 @@ func TestInspectRuleWebSocketOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectShutdownMidFlight: a drain that ends while a tunnel's first
+// bytes are being read closes it as canceled, not as not_websocket.
+func TestInspectShutdownMidFlight(t *testing.T) {
+	iw := newInspectWorld(t, func(c *proxy.Config) { c.HeaderTimeout = 10 * time.Second })
+	sc := newScraper(t, iw.world)
+	p := iw.client(t, "")
+	if resp, _, err := p.connect(iw.raw); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT = %v %v", resp, err)
+	}
+	target := acceptTarget(t, iw.conns)
+	io.WriteString(p, "GET /echo HTTP/1.1\r\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace: close what is open
+	iw.proxy.Shutdown(ctx)
+	if got, err := io.ReadAll(target); len(got) != 0 || err != nil {
+		t.Fatalf("target read %q, %v; want no byte", got, err)
+	}
+	eventually(t, 5*time.Second, "end=canceled", func() bool { return strings.Contains(iw.logs.String(), "end=canceled") })
+	if got := sc.value(t, `wsegress_tunnels_total{result="not_websocket"}`); got != 0 {
+		t.Errorf("not_websocket = %v; want 0", got)
+	}
+}

@@ -54,6 +54,9 @@ type Config struct {
 	// ACL is the destination policy. Its zero value is the safe default:
 	// ports 80 and 443 to public addresses.
 	ACL acl.Config
+	// Inspect is what the proxy checks in a tunnel's first bytes. Its zero
+	// value checks nothing (unless an ACL rule has websocket_only).
+	Inspect Inspect
 
 	// Htpasswd, if set, turns on Basic proxy authentication against that
 	// htpasswd file; Groups optionally names a groups file.
@@ -123,6 +126,34 @@ type Config struct {
 	Resolver Resolver
 }
 
+// Inspect says what the proxy checks in the first bytes of a tunnel, after
+// the 200 and before forwarding any of them (see package inspect), and of
+// an absolute-form request.
+type Inspect struct {
+	// WebSocketOnly requires every CONNECT tunnel to start with a WebSocket
+	// handshake or a TLS ClientHello naming its target, and every
+	// absolute-form request to be a WebSocket upgrade naming it
+	// (--websocket-only). An allow rule's websocket_only asks the same of
+	// the tunnels it allows.
+	WebSocketOnly bool
+	// SNICheck requires a tunnel that starts with TLS to name its target in
+	// the SNI; other tunnels pass (--sni-check). WebSocketOnly includes it.
+	SNICheck bool
+	// AllowMissingSNI passes a ClientHello without SNI, or with ECH and an
+	// outer SNI that is not the target (--allow-missing-sni).
+	AllowMissingSNI bool
+	// Mode is "enforce" (empty means enforce) or "report" (--inspect-mode):
+	// report logs and counts a tunnel the check would refuse as
+	// would_deny, and lets it go on.
+	Mode string
+}
+
+// The values of Inspect.Mode.
+const (
+	InspectEnforce = "enforce"
+	InspectReport  = "report"
+)
+
 // Resolver looks up the addresses of a host name. *net.Resolver satisfies it.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
@@ -161,13 +192,14 @@ func (c Config) Defaults() Config {
 }
 
 // reloadInto returns old with the fields a Reload may change taken from c:
-// users and groups with their options, realm, ACL, limits and connection
+// users and groups with their options, realm, ACL, first-bytes checks,
+// limits and connection
 // caps, the upstream, and the settings read per request (dial and body
 // timeouts, auth retries, queue timeout, ready-when-full). The rest is
 // fixed at New or Serve; see fixedChanges.
 func (c Config) reloadInto(old Config) Config {
 	old.Htpasswd, old.Groups, old.Auth, old.Realm, old.NoAuth = c.Htpasswd, c.Groups, c.Auth, c.Realm, c.NoAuth
-	old.ACL, old.Limits, old.MaxPending = c.ACL, c.Limits, c.MaxPending
+	old.ACL, old.Inspect, old.Limits, old.MaxPending = c.ACL, c.Inspect, c.Limits, c.MaxPending
 	old.PACProxy, old.PACDirect = c.PACProxy, c.PACDirect
 	old.MaxConns, old.MaxConnsPerIP = c.MaxConns, c.MaxConnsPerIP
 	old.MaxAuthRetries, old.QueueTimeout, old.Upstream = c.MaxAuthRetries, c.QueueTimeout, c.Upstream
@@ -286,6 +318,11 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics-listen %q: %w", c.MetricsListen, err))
 		}
+	}
+	switch c.Inspect.Mode {
+	case "", InspectEnforce, InspectReport:
+	default:
+		errs = append(errs, fmt.Errorf(`--inspect-mode %q: write "enforce" or "report"`, c.Inspect.Mode))
 	}
 	if _, err := acl.Compile(c.ACL, acl.Options{}); err != nil {
 		errs = append(errs, fmt.Errorf("acl: %w", err))

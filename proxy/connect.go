@@ -34,28 +34,36 @@ func (s *Server) serveConnect(w http.ResponseWriter, q *request) {
 		return
 	}
 	minor := q.r.ProtoMinor
+	c, inspecting := q.check()
 	t.establish(http.StatusOK)
-	t.up, err = answerConnect(t.client, br, t.target, minor)
-	if err != nil {
+	if err := answerConnect(t.client, minor); err != nil {
+		t.close(relay.Result{Reason: relay.EndError, Err: err})
+		return
+	}
+	// The bytes the client pipelined behind its CONNECT, which net/http
+	// already read into br, go first; after this br is dropped and
+	// everything else comes straight from the socket.
+	if inspecting {
+		if !t.inspectFirstFlight(br, c) {
+			return
+		}
+	} else if t.up, err = forwardBuffered(br, t.target); err != nil {
 		t.close(relay.Result{Reason: relay.EndError, Err: err})
 		return
 	}
 	t.relay()
 }
 
-// answerConnect writes the 200 (mirroring HTTP/1.0 or 1.1) and forwards the
-// bytes the client pipelined behind its CONNECT, which net/http already
-// read into its buffer. After this the buffer is dropped: everything else
-// comes straight from the socket.
-func answerConnect(client net.Conn, br bufferedReader, target net.Conn, minor int) (int64, error) {
+// answerConnect writes the 200, mirroring HTTP/1.0 or 1.1.
+func answerConnect(client net.Conn, minor int) error {
 	line := "HTTP/1.1 200 Connection established\r\n\r\n"
 	if minor == 0 {
 		line = "HTTP/1.0 200 Connection established\r\n\r\n"
 	}
 	if _, err := io.WriteString(client, line); err != nil {
-		return 0, fmt.Errorf("write 200: %w", err)
+		return fmt.Errorf("write 200: %w", err)
 	}
-	return forwardBuffered(br, target)
+	return nil
 }
 
 // bufferedReader is the part of *bufio.Reader the hijack path needs.

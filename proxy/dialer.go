@@ -69,26 +69,25 @@ func (d *dialer) dial(ctx context.Context, pol *acl.Policy, t acl.Target, who ac
 		return nil, dialResult{decision: acl.Decision{Rule: "-", Reason: "resolution failed"}}, err
 	}
 	var allowed []netip.Addr
+	var decisions []acl.Decision // of allowed, by index: each address may pass by another rule
 	var res, denied dialResult
 	for _, ip := range addrs {
 		dec := pol.Decide(t, ip, who)
-		switch {
-		case !dec.Allow:
+		if !dec.Allow {
 			if denied.decision.Rule == "" {
 				denied.decision = dec
 			}
-		case len(allowed) == 0:
-			res.decision = dec
-			fallthrough
-		default:
-			allowed = append(allowed, ip)
+			continue
 		}
+		allowed = append(allowed, ip)
+		decisions = append(decisions, dec)
 	}
 	if len(allowed) == 0 {
 		return nil, denied, fmt.Errorf("%s: %w", t, errDenied)
 	}
 	var firstErr error
 	for i, ip := range allowed {
+		res.decision = decisions[i]
 		res.addr = netip.AddrPortFrom(ip, t.Port).String()
 		c, err := d.dialOne(ctx, res.addr, len(allowed)-i)
 		if err == nil {

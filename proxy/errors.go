@@ -43,6 +43,9 @@ var (
 	errBodyTimeout = errors.New("request body stalled")
 	// errUpstream marks a target that answered an upgrade with garbage (502).
 	errUpstream = errors.New("bad response from target")
+	// errNotWebSocket marks an absolute-form request refused by
+	// --websocket-only or a websocket_only rule (403, result not_websocket).
+	errNotWebSocket = errors.New("not a WebSocket request")
 )
 
 // statusFor maps a request-path error to the status the client gets.
@@ -61,7 +64,7 @@ func statusFor(err error) int {
 		return http.StatusProxyAuthRequired
 	case errors.Is(err, errThrottled):
 		return http.StatusTooManyRequests
-	case errors.Is(err, errDenied):
+	case errors.Is(err, errDenied), errors.Is(err, errNotWebSocket):
 		return http.StatusForbidden
 	case errors.As(err, &le), errors.Is(err, limit.ErrExceeded), errors.Is(err, errBusy), errors.Is(err, errAuthBusy), errors.Is(err, errShuttingDown):
 		return http.StatusServiceUnavailable
@@ -108,12 +111,28 @@ const (
 	resultTimeout
 	resultBadRequest
 	resultError
+	// resultNotWebSocket: a tunnel or request refused by --websocket-only,
+	// a websocket_only rule or --sni-check (issue 15).
+	resultNotWebSocket
+	// resultWouldDeny: the ACL (report rule, --acl-mode report) or the
+	// first-bytes check (--inspect-mode report) would have refused it; it
+	// went on.
+	resultWouldDeny
 	numResults
 )
 
-var resultNames = [numResults]string{"ok", "denied", "auth_failed", "limited", "dial_error", "timeout", "bad_request", "error"}
+var resultNames = [numResults]string{"ok", "denied", "auth_failed", "limited", "dial_error", "timeout", "bad_request", "error",
+	"not_websocket", "would_deny"}
 
 func (r result) String() string { return resultNames[r] }
+
+// resultOf names the outcome of a request refused with status for err.
+func resultOf(status int, err error) result {
+	if errors.Is(err, errNotWebSocket) {
+		return resultNotWebSocket
+	}
+	return resultFor(status)
+}
 
 // resultFor names the outcome of a refused request for metrics and logs.
 func resultFor(status int) result {
@@ -154,6 +173,9 @@ func publicText(status int, err error) string {
 		}
 		return "bad request: " + msg + "\n"
 	case http.StatusForbidden:
+		if errors.Is(err, errNotWebSocket) {
+			return "only WebSocket requests naming their target are allowed by proxy policy\n"
+		}
 		return "destination denied by proxy policy\n"
 	case http.StatusProxyAuthRequired:
 		return "proxy authentication required\n"

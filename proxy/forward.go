@@ -134,6 +134,13 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 	if !t.reach(w, target, err) {
 		return
 	}
+	// Under --websocket-only (or a websocket_only rule) plain HTTP is not
+	// a WebSocket: refused, or reported.
+	would, refuse := q.checkRequest()
+	if refuse {
+		t.refuse(w, fmt.Errorf("%w: %s", errNotWebSocket, would))
+		return
+	}
 	t.leavePending()
 	dc := &dialedConn{conn: t.target}
 	t.target = nil // the transport's now, unless it never takes it
@@ -156,8 +163,11 @@ func (s *Server) serveForward(w http.ResponseWriter, q *request) {
 		t.close(relay.Result{})
 		return
 	}
-	s.metrics.TunnelResult(resultOK)
 	t.status, t.log = sr.status, q.endLog()
+	if would != "" {
+		t.wouldDeny(reportedCheck(would))
+	}
+	s.metrics.TunnelResult(t.log.result)
 	t.close(relay.Result{Down: sr.n, Reason: endResponseSent})
 }
 

@@ -57,7 +57,11 @@ type request struct {
 	dialed string
 	rule   string
 	reason string
-	st     *state // the configuration snapshot this request runs under
+	// report: the ACL would deny the target but only reports it (a report
+	// rule or --acl-mode report); wsOnly: the allow rule has websocket_only.
+	report, wsOnly bool
+	checked        string // the absolute-form WebSocket check's result, if it ran
+	st             *state // the configuration snapshot this request runs under
 }
 
 func (q *request) subject() acl.Subject { return acl.Subject{User: q.user, Groups: q.groups} }
@@ -163,10 +167,15 @@ func (s *Server) dial(q *request) (net.Conn, error) {
 	defer cancel()
 	start := time.Now()
 	c, res, err := q.st.dialer.dial(ctx, q.st.policy, q.target, q.subject())
-	q.rule, q.reason, q.dialed = res.decision.Rule, res.decision.Reason, res.addr
+	dec := res.decision
+	q.rule, q.reason, q.dialed = dec.Rule, dec.Reason, res.addr
+	q.report, q.wsOnly = dec.Report, dec.WebSocketOnly
 	if errors.Is(err, errDenied) {
 		s.metrics.ACLDenied(q.rule)
 		return nil, err
+	}
+	if q.report {
+		s.metrics.ACLWouldDeny(q.rule)
 	}
 	s.metrics.ObserveDial(time.Since(start))
 	return c, err
@@ -179,7 +188,7 @@ func (s *Server) refuse(w http.ResponseWriter, q *request, err error) {
 	s.errorHeaders(w.Header(), q, status, err)
 	w.WriteHeader(status)
 	fmt.Fprint(w, publicText(status, err))
-	s.metrics.TunnelResult(resultFor(status))
+	s.metrics.TunnelResult(resultOf(status, err))
 	s.logRefused(q, status, err)
 }
 
@@ -193,7 +202,7 @@ func (s *Server) refuseRaw(c net.Conn, q *request, err error) {
 	}
 	s.errorHeaders(resp.Header, q, status, err)
 	resp.Write(c)
-	s.metrics.TunnelResult(resultFor(status))
+	s.metrics.TunnelResult(resultOf(status, err))
 	s.logRefused(q, status, err)
 }
 
@@ -234,7 +243,7 @@ func (s *Server) logRefused(q *request, status int, err error) {
 		slog.String(keyMethod, q.r.Method),
 		slog.String(keyTarget, q.targetString()),
 		slog.Int(keyStatus, status),
-		slog.String(keyResult, resultFor(status).String()),
+		slog.String(keyResult, resultOf(status, err).String()),
 		slog.String(keyRule, q.rule),
 		slog.String(keyReason, q.reason),
 		slog.String(keyErr, acl.Redact(err.Error())),

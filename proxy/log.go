@@ -32,6 +32,7 @@ const (
 
 	keyMaxConns      = "max_conns"
 	keyMaxConnsPerIP = "max_conns_per_ip"
+	keyCheck         = "check" // what the first-bytes check found (issue 15)
 )
 
 // End reasons of the server's own, beside the relay's (see relay.EndReason):

@@ -73,6 +73,7 @@ type metrics struct {
 	queueWait      prometheus.Histogram
 	authFailures   [numAuthFailures]prometheus.Counter
 	aclDenials     *prometheus.CounterVec
+	aclWouldDeny   *prometheus.CounterVec
 	limitRefusals  [limit.NumKinds]prometheus.Counter
 	connRefusals   [2]prometheus.Counter // listen.KindConns, listen.KindConnsPerIP
 	requests       [numRequestKinds]prometheus.Counter
@@ -91,7 +92,7 @@ func newMetrics() *metrics {
 	})
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_tunnels_total",
-		Help: "Tunnel requests by outcome: ok, denied, auth_failed, limited, dial_error, timeout, bad_request, error.",
+		Help: "Tunnel requests by outcome: ok, denied, auth_failed, limited, dial_error, timeout, bad_request, error, not_websocket, would_deny.",
 	}, []string{"result"})
 	for r := range numResults {
 		m.tunnelResults[r] = results.WithLabelValues(r.String())
@@ -130,6 +131,11 @@ func newMetrics() *metrics {
 		Help: "Requests the ACL refused, by the name of the deciding rule (default: no rule matched).",
 	}, []string{"rule"})
 	m.aclDenials.WithLabelValues(defaultACLRule)
+	m.aclWouldDeny = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_acl_would_deny_total",
+		Help: "Requests the ACL would have refused but only reported (report rules, --acl-mode report), by the name of the rule that would deny (default: the default). They went on and are not in wsegress_acl_denials_total.",
+	}, []string{"rule"})
+	m.aclWouldDeny.WithLabelValues(defaultACLRule)
 	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_limit_refusals_total",
 		Help: "Requests refused with 503 because a tunnel limit was full, by limit kind; conns and conns_per_ip: connections closed at accept by --max-conns and --max-conns-per-ip.",
@@ -161,7 +167,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tunnelsOpen, results, bytes, m.tunnelDuration, m.dialDuration,
-		m.queueWait, auth, m.aclDenials, refusals, requests, clientConns,
+		m.queueWait, auth, m.aclDenials, m.aclWouldDeny, refusals, requests, clientConns,
 		newPoolCollector(m),
 	)
 	return m
@@ -256,8 +262,21 @@ func (m *metrics) ACLDenied(rule string) {
 	m.aclDenials.WithLabelValues(rule).Inc()
 }
 
-// InitACLRules creates the denial series of the named rules at 0, so
-// they show before the first denial. Call it after loading the config.
+// ACLWouldDeny counts a request the ACL only reported under the named
+// rule ("" or RuleDefault: the default); the request went on.
+func (m *metrics) ACLWouldDeny(rule string) {
+	if m == nil {
+		return
+	}
+	if rule == "" {
+		rule = defaultACLRule
+	}
+	m.aclWouldDeny.WithLabelValues(rule).Inc()
+}
+
+// InitACLRules creates the denial and would-deny series of the named
+// rules at 0, so they show before the first one. Call it after loading
+// the config.
 func (m *metrics) InitACLRules(rules ...string) {
 	if m == nil {
 		return
@@ -265,6 +284,7 @@ func (m *metrics) InitACLRules(rules ...string) {
 	for _, r := range rules {
 		if r != "" {
 			m.aclDenials.WithLabelValues(r)
+			m.aclWouldDeny.WithLabelValues(r)
 		}
 	}
 }

@@ -175,7 +175,7 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 
 // Reload applies a new configuration to new requests: users, groups and
 // their options (throttle state and unchanged users' cache entries
-// survive), realm, ACL, tunnel limits and connection caps, the upstream,
+// survive), realm, ACL, first-bytes checks, tunnel limits and connection caps, the upstream,
 // the PAC file, and the settings read per request (--dial-timeout,
 // --body-timeout, --max-auth-retries, --queue-timeout, --ready-when-full).
 // It also re-reads the TLS certificate, key and client CAs (whose file

@@ -41,6 +41,7 @@ type tunnel struct {
 	pending bool // holds a place at the pending gate
 	entered bool // registered with the drain (Server.enter)
 	open    bool // established: tracked, counted in wsegress_tunnels_open
+	settled bool // its result is counted in wsegress_tunnels_total
 
 	// abort, while set, closes client and target if the server is shut
 	// down during the handshake after hijack; stopAbort removes it.
@@ -62,11 +63,18 @@ type endLog struct {
 	target acl.Target
 	dialed string
 	rule   string
+	result result // ok, or would_deny or not_websocket (issue 15)
+	reason string // why, for a result other than ok
+	check  string // the first-bytes check's finding; "" when not checked
 }
 
 func (q *request) endLog() endLog {
-	return endLog{start: q.start, client: q.client, via: q.via, user: q.user, authBy: q.authString(), method: q.r.Method,
-		target: q.target, dialed: q.dialed, rule: q.rule}
+	l := endLog{start: q.start, client: q.client, via: q.via, user: q.user, authBy: q.authString(), method: q.r.Method,
+		target: q.target, dialed: q.dialed, rule: q.rule, result: resultOK, check: q.checked}
+	if q.report {
+		l.result, l.reason = resultWouldDeny, q.reason
+	}
+	return l
 }
 
 // admit takes a place at the pending gate and a registration with the
@@ -152,6 +160,8 @@ func (t *tunnel) refuseRaw(err error) {
 
 // establish marks the tunnel open with status (200, or the target's answer
 // to an upgrade): it is tracked and will write an end line when it closes.
+// Its result is counted when the relay takes it over, or when it closes
+// before that (refused by the first-bytes check).
 func (t *tunnel) establish(status int) {
 	t.status = status
 	t.log = t.q.endLog()
@@ -159,7 +169,24 @@ func (t *tunnel) establish(status int) {
 	t.open = true
 	t.s.track(t)
 	t.s.metrics.TunnelOpened()
-	t.s.metrics.TunnelResult(resultOK)
+}
+
+// wouldDeny marks an established tunnel as one that a check in report
+// mode would have refused: it goes on, logged and counted as would_deny.
+func (t *tunnel) wouldDeny(reason string) {
+	t.log.result = resultWouldDeny
+	if t.log.reason != "" {
+		reason = t.log.reason + "; " + reason
+	}
+	t.log.reason = reason
+}
+
+// settle counts the established tunnel's result, once.
+func (t *tunnel) settle() {
+	if t.open && !t.settled {
+		t.settled = true
+		t.s.metrics.TunnelResult(t.log.result)
+	}
 }
 
 // leavePending gives back the place at the pending gate, once.
@@ -181,6 +208,7 @@ func (t *tunnel) relay() {
 	}
 	t.stopAbort = nil
 	t.leavePending()
+	t.settle()
 	// Bytes forwarded before the relay took over count like any others.
 	s.countBytes(true, t.up)
 	s.countBytes(false, t.down)
@@ -213,6 +241,7 @@ func (t *tunnel) close(res relay.Result) {
 	t.slot.Release()
 	t.leavePending()
 	if t.open {
+		t.settle()
 		s.untrack(t)
 		s.metrics.TunnelClosed(time.Since(t.log.start))
 	}
@@ -239,8 +268,16 @@ func (s *Server) logEnd(l endLog, status int, res relay.Result) {
 		slog.String(keyTarget, l.target.String()),
 		slog.String(keyDialed, l.dialed),
 		slog.Int(keyStatus, status),
-		slog.String(keyResult, resultOK.String()),
+		slog.String(keyResult, l.result.String()),
 		slog.String(keyRule, l.rule),
+	)
+	if l.reason != "" {
+		attrs = append(attrs, slog.String(keyReason, l.reason))
+	}
+	if l.check != "" {
+		attrs = append(attrs, slog.String(keyCheck, l.check))
+	}
+	attrs = append(attrs,
 		slog.Int64(keyBytesUp, res.Up),
 		slog.Int64(keyBytesDown, res.Down),
 		slog.Duration(keyDuration, time.Since(l.start)),

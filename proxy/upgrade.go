@@ -46,6 +46,11 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	if !t.reach(w, target, err) {
 		return
 	}
+	would, refuse := q.checkRequest()
+	if refuse {
+		t.refuse(w, fmt.Errorf("%w: %s", errNotWebSocket, would))
+		return
+	}
 	// Hijack before the exchange: bytes the client sent behind its request
 	// headers (a first frame; the 8 key bytes of an old hixie-76
 	// handshake, which the server needs before it answers) go to the
@@ -65,6 +70,9 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, q *request) {
 	}
 	status := statusOf(head)
 	t.establish(status)
+	if would != "" {
+		t.wouldDeny(reportedCheck(would))
+	}
 	t.up = up
 	if status != http.StatusSwitchingProtocols {
 		// Bounded like the head: a target that stalls in its body must

@@ -19,6 +19,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy"
 	"github.com/wsegress/wsegress/proxy/tlsconf"
 )
 
@@ -109,7 +110,7 @@ func check(c *cli.Context, stdout io.Writer) error {
 			return cli.Exit(err, 1)
 		}
 	}
-	fmt.Fprintf(stdout, "ok: %d rules, %d users, listen %s\n", len(pol.Rules()), users, cfg.Listen)
+	fmt.Fprintf(stdout, "ok: %d rules, %d users, listen %s%s\n", len(pol.Rules()), users, cfg.Listen, describeInspect(cfg.Inspect))
 	capText := func(n int) string {
 		if n <= 0 {
 			return "unlimited"
@@ -127,6 +128,27 @@ func check(c *cli.Context, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	return nil
+}
+
+// describeInspect is the first-bytes check for `wsegress check`, "" if off.
+func describeInspect(in proxy.Inspect) string {
+	var on string
+	switch {
+	case in.WebSocketOnly:
+		on = "websocket-only"
+	case in.SNICheck:
+		on = "sni-check"
+	default:
+		return ""
+	}
+	if in.AllowMissingSNI {
+		on += ", missing SNI allowed"
+	}
+	mode := in.Mode
+	if mode == "" {
+		mode = proxy.InspectEnforce
+	}
+	return fmt.Sprintf(", first bytes: %s (%s)", on, mode)
 }
 
 // explain prints the decision for host:port for every address it

@@ -77,6 +77,11 @@ func serveFlags() []cli.Flag {
 		str("default", "", "when no rule matches: web (ports 80,443 to public addresses) or deny; empty: web without allow rules, deny with"),
 		str("acl-mode", "", "enforce, or report: every deny of a rule or the default is logged as would_deny and the tunnel goes on (built-in denies stay); empty: the config file's acl.mode, else enforce"),
 
+		boolean("websocket-only", "tunnels must start with a WebSocket handshake or a TLS ClientHello naming the CONNECT target; absolute-form requests must be WebSocket upgrades"),
+		boolean("sni-check", "a tunnel that starts with TLS must name the CONNECT host in its SNI (domain fronting); other tunnels pass"),
+		boolean("allow-missing-sni", "with --websocket-only or --sni-check, let a ClientHello without SNI (or with ECH) through"),
+		str("inspect-mode", "", "enforce, or report: a tunnel --websocket-only, websocket_only or --sni-check would close is logged as would_deny and goes on; empty: the config file's inspect.mode, else enforce"),
+
 		num("max-tunnels", proxy.DefaultMaxTunnels(), "tunnels open at once (default derived from the open-file limit)"),
 		num("max-tunnels-per-user", 0, "tunnels per authenticated user (0: no limit)"),
 		num("max-tunnels-per-ip", 0, "tunnels per client IP (0: no limit)"),
@@ -103,7 +108,13 @@ func serveFlags() []cli.Flag {
 // fileConfig is the YAML config file. Flags override its scalar settings;
 // its rules come after the rules given as flags.
 type fileConfig struct {
-	ACL    acl.Config          `yaml:"acl"`
+	ACL     acl.Config `yaml:"acl"`
+	Inspect struct {
+		WebSocketOnly   *bool  `yaml:"websocket_only"`
+		SNICheck        *bool  `yaml:"sni_check"`
+		AllowMissingSNI *bool  `yaml:"allow_missing_sni"`
+		Mode            string `yaml:"mode"`
+	} `yaml:"inspect"`
 	Groups map[string][]string `yaml:"groups"`
 	Limits struct {
 		MaxTunnels        *int           `yaml:"max_tunnels"`
@@ -225,6 +236,16 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 	}
 	cfg.ACL.Rules = append(cfg.ACL.Rules, fc.ACL.Rules...)
 
+	cfg.Inspect = proxy.Inspect{
+		WebSocketOnly:   pickBool(c, "websocket-only", fc.Inspect.WebSocketOnly),
+		SNICheck:        pickBool(c, "sni-check", fc.Inspect.SNICheck),
+		AllowMissingSNI: pickBool(c, "allow-missing-sni", fc.Inspect.AllowMissingSNI),
+		Mode:            fc.Inspect.Mode,
+	}
+	if m := c.String("inspect-mode"); m != "" {
+		cfg.Inspect.Mode = m
+	}
+
 	cfg.Limits = proxy.Limits{
 		Global:  pick(c, "max-tunnels", fc.Limits.MaxTunnels),
 		PerUser: pick(c, "max-tunnels-per-user", fc.Limits.MaxTunnelsPerUser),
@@ -289,4 +310,12 @@ func pick(c *cli.Context, flag string, file *int) int {
 		return *file
 	}
 	return c.Int(flag)
+}
+
+// pickBool is pick for a boolean flag.
+func pickBool(c *cli.Context, flag string, file *bool) bool {
+	if !c.IsSet(flag) && file != nil {
+		return *file
+	}
+	return c.Bool(flag)
 }

@@ -31,6 +31,10 @@ func TestCommands(t *testing.T) {
 	os.WriteFile(report, []byte("acl:\n  rules:\n    - name: trial\n      action: report\n      target: 203.0.113.7\n    - name: ws\n      action: allow\n      target: 203.0.113.0/24:443\n      websocket_only: true\n"), 0o600)
 	upFile := filepath.Join(dir, "upstream")
 	os.WriteFile(upFile, []byte("http://bob:pa%2Fss@127.0.0.1:3128\n"), 0o600)
+	inspectFile := filepath.Join(dir, "inspect.yaml")
+	os.WriteFile(inspectFile, []byte("inspect:\n  websocket_only: true\n  mode: report\n"), 0o600)
+	badInspect := filepath.Join(dir, "bad-inspect.yaml")
+	os.WriteFile(badInspect, []byte("inspect:\n  mode: audit\n"), 0o600)
 	typo := filepath.Join(dir, "typo.yaml")
 	os.WriteFile(typo, []byte("acl:\n  rulez: []\n"), 0o600)
 	ctx := context.Background()
@@ -76,6 +80,12 @@ func TestCommands(t *testing.T) {
 		{"check bad proxy protocol source", []string{"check", "--proxy-protocol-from", "10.0.0.1/8"}, "", "host bits", 1},
 		{"check conn caps derived", []string{"check", "--max-tunnels", "100"}, "max-conns-per-ip ", "", 0},
 		{"check conn caps off", []string{"check", "--max-conns", "-1", "--max-conns-per-ip", "7"}, "max-conns unlimited, max-conns-per-ip 7", "", 0},
+		{"check inspect flags", []string{"check", "--websocket-only", "--sni-check", "--allow-missing-sni", "--inspect-mode", "report"}, "first bytes: websocket-only, missing SNI allowed (report)", "", 0},
+		{"check sni-check alone", []string{"check", "--sni-check"}, "first bytes: sni-check (enforce)", "", 0},
+		{"check inspect from file", []string{"check", "--config", inspectFile}, "first bytes: websocket-only (report)", "", 0},
+		{"check inspect flag over file", []string{"check", "--config", inspectFile, "--inspect-mode", "enforce", "--websocket-only=false", "--sni-check"}, "first bytes: sni-check (enforce)", "", 0},
+		{"check bad inspect mode", []string{"check", "--inspect-mode", "audit"}, "", `--inspect-mode "audit"`, 1},
+		{"check bad inspect mode in file", []string{"check", "--config", badInspect}, "", `--inspect-mode "audit"`, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -241,14 +241,18 @@ func decideTLS(h *ClientHello, t acl.Target, o Options) Verdict {
 	switch {
 	case matches:
 		pass = Verdict{Result: PassTLS, Text: fmt.Sprintf("TLS with SNI %q naming the CONNECT host %s", h.SNI, t.Host)}
+	case h.SNI == "" && isIP:
+		// Before the ECH cases: Chromium sends a GREASE ECH extension on
+		// every connection, also to an IP address, without an SNI. Real
+		// ECH always has an outer SNI (the ECHConfig's public_name), so
+		// this hides no server name.
+		pass = Verdict{Result: PassTLS, Text: fmt.Sprintf("TLS without SNI to the IP literal %s", t.Host)}
 	case h.ECH && !o.AllowMissingSNI:
 		return refuse(ECH, "TLS with ECH and outer SNI %q, not the CONNECT host %s: the real server name is encrypted; --allow-missing-sni lets it through", h.SNI, t.Host)
 	case h.ECH:
 		pass = Verdict{Result: PassTLS, Text: fmt.Sprintf("TLS with ECH and outer SNI %q (not checked: --allow-missing-sni)", h.SNI)}
 	case h.SNI != "":
 		return refuse(SNIMismatch, "TLS SNI %q does not name the CONNECT host %s (domain fronting)", h.SNI, t.Host)
-	case isIP:
-		pass = Verdict{Result: PassTLS, Text: fmt.Sprintf("TLS without SNI to the IP literal %s", t.Host)}
 	case o.AllowMissingSNI:
 		pass = Verdict{Result: PassTLS, Text: "TLS without SNI (allowed by --allow-missing-sni)"}
 	default:

@@ -114,6 +114,8 @@ func TestCheckTLS(t *testing.T) {
 		{name: "ip target without sni", in: goIP, target: "127.0.0.1:443", want: PassTLS, text: "IP literal"},
 		{name: "ech with public name", in: h(helloSpec{sni: "public.example", ech: true}, 0), target: "a.example:443", want: Refuse, reason: ECH},
 		{name: "ech without sni", in: h(helloSpec{ech: true}, 0), target: "a.example:443", want: Refuse, reason: ECH},
+		{name: "chromium to an ip: grease ech without sni", in: h(helloSpec{alpn: []string{"http/1.1"}, grease: true, ech: true}, 0), target: "192.0.2.1:443", want: PassTLS},
+		{name: "ech with public name to an ip", in: h(helloSpec{sni: "public.example", ech: true}, 0), target: "192.0.2.1:443", want: Refuse, reason: ECH},
 		{name: "ech allowed", in: h(helloSpec{sni: "public.example", ech: true}, 0), target: "a.example:443", opts: allow, want: PassTLS},
 		{name: "alpn h2 only", in: goH2, target: "a.example:443", want: Refuse, reason: BadALPN, text: "http/1.1"},
 		{name: "alpn h2 only in sni-check mode", in: goH2, target: "a.example:443", opts: Options{Mode: SNICheck}, want: PassTLS},

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -119,13 +118,17 @@ func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 	}
 }
 
-// serve runs the proxy until SIGINT/SIGTERM, reloading on SIGHUP.
+// serve runs the proxy until SIGINT/SIGTERM, reloading on SIGHUP and
+// handing its sockets to a new process on SIGUSR2.
 func serve(c *cli.Context, stderr io.Writer) error {
-	// Catch SIGHUP before anything else: its default action would kill
-	// the process during a slow start.
+	// Catch SIGHUP and SIGUSR2 before anything else: their default action
+	// would kill the process during a slow start.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 
 	log, err := newLogger(c, stderr)
 	if err != nil {
@@ -144,19 +147,40 @@ func serve(c *cli.Context, stderr io.Writer) error {
 		return cli.Exit(err, 2)
 	}
 
-	errc := make(chan error, 2)
-	if cfg.MetricsListen != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+	socks, err := openSockets(log, cfg.MetricsListen, c.String("pid-file"), cfg.KeepAlive)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	defer socks.stop()
+	proxyLns, err := socks.listen(roleProxy, cfg.Listen)
+	if err != nil {
+		return err
+	}
+	metricsLns, err := socks.listen(roleMetrics, cfg.MetricsListen)
+	if err != nil {
+		for _, ln := range proxyLns {
+			ln.Close()
 		}
+		return err
+	}
+	errc := make(chan error, len(proxyLns)+len(metricsLns))
+	for _, ln := range metricsLns {
 		go func() { errc <- srv.ServeMetrics(ln) }()
 	}
-	go func() { errc <- srv.ListenAndServe() }()
+	for _, ln := range proxyLns {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	if tookOver, err := socks.ready(); err != nil {
+		log.Error("handover: could not tell the previous process", "err", err)
+	} else if tookOver {
+		srv.RecordHandover(true)
+		log.Info("took over from the previous process", "pid", os.Getpid())
+	}
 
 	for {
 		select {
 		case <-c.Context.Done():
+			socks.stop()
 			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
 			err := srv.Shutdown(ctx)
 			cancel()
@@ -165,11 +189,31 @@ func serve(c *cli.Context, stderr io.Writer) error {
 			}
 			log.Info("stopped")
 			return nil
+		case <-socks.handedOver():
+			// The new process is ready and accepts on the same sockets:
+			// stop accepting, keep the tunnels until they end or the
+			// drain timeout, then exit.
+			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
+			err := srv.Handover(ctx)
+			cancel()
+			if err != nil {
+				log.Warn("drain timeout: closed remaining tunnels", "err", err)
+			}
+			log.Info("stopped after handover")
+			return nil
 		case err := <-errc:
 			if errors.Is(err, http.ErrServerClosed) {
 				continue
 			}
 			return err
+		case <-usr2:
+			log.Info("SIGUSR2: starting a new process to hand the sockets to")
+			go func() {
+				if err := socks.upgrade(); err != nil {
+					srv.RecordHandover(false)
+					log.Error("handover failed; this process keeps serving", "err", err)
+				}
+			}()
 		case <-hup:
 			newCfg, err := buildConfig(c)
 			if err == nil {

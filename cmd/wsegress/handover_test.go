@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -364,5 +366,61 @@ func TestSocketActivation(t *testing.T) {
 		p.done <- nil
 	case <-time.After(20 * time.Second):
 		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+// TestActivatedRoles: systemd's sockets are sorted by name, then by
+// address; a socket that is not a TCP listener is refused.
+func TestActivatedRoles(t *testing.T) {
+	listen := func(network, addr string) net.Listener {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		return ln
+	}
+	a, b, c := listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0")
+	tests := []struct {
+		name         string
+		named        map[string][]net.Listener
+		metrics      string
+		wantProxy    []net.Listener
+		wantMetrics  []net.Listener
+		wantErrMatch string
+	}{
+		{"one unnamed", map[string][]net.Listener{"LISTEN_FD_3": {a}}, "", []net.Listener{a}, nil, ""},
+		{"by name", map[string][]net.Listener{"proxy": {a}, "metrics": {b}}, "", []net.Listener{a}, []net.Listener{b}, ""},
+		{"unnamed by address", map[string][]net.Listener{"wsegress.socket": {a, b, c}}, b.Addr().String(), []net.Listener{a, c}, []net.Listener{b}, ""},
+		{"name beats address", map[string][]net.Listener{"proxy": {b}}, b.Addr().String(), []net.Listener{b}, nil, ""},
+		{"unix socket", map[string][]net.Listener{"proxy": {listen("unix", filepath.Join(t.TempDir(), "s"))}}, "", nil, nil, "not a TCP listening socket"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			roles, err := activatedRoles(tc.named, tc.metrics)
+			if tc.wantErrMatch != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErrMatch) {
+					t.Fatalf("err = %v; want %q", err, tc.wantErrMatch)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			same := func(got, want []net.Listener) bool {
+				if len(got) != len(want) {
+					return false
+				}
+				for _, w := range want {
+					if !slices.Contains(got, w) {
+						return false
+					}
+				}
+				return true
+			}
+			if !same(roles[roleProxy], tc.wantProxy) || !same(roles[roleMetrics], tc.wantMetrics) {
+				t.Errorf("proxy %v metrics %v; want %v and %v", roles[roleProxy], roles[roleMetrics], tc.wantProxy, tc.wantMetrics)
+			}
+		})
 	}
 }

@@ -114,3 +114,11 @@ func checkGroupName(name string) error {
 	}
 	return nil
 }
+
+// LoadGroups reads a groups file ("" for none) and merges extra (group ->
+// users, from the YAML config), as New does: it returns user -> sorted
+// groups. The proxy uses it for users authenticated without a password
+// (client certificates) when there is no htpasswd file.
+func LoadGroups(path string, extra map[string][]string) (map[string][]string, error) {
+	return loadGroups(path, extra)
+}

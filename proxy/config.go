@@ -74,6 +74,29 @@ type Config struct {
 	// it is refused with 503 (0: no waiting).
 	QueueTimeout time.Duration
 
+	// TLSCert and TLSKey, if set (both or neither), turn on TLS to the
+	// proxy: PEM certificate chain and key, re-read when they change and on
+	// Reload (package tlsconf). TLS is spoken on TLSListen when that is
+	// set, else on Listen.
+	TLSCert, TLSKey string
+	// TLSListen, if set, is a second listener that speaks TLS, beside a
+	// plain Listen.
+	TLSListen string
+	// TLSClientCA, if set, is a PEM bundle of the CAs that issue client
+	// certificates: the TLS listener asks for one and verifies it, and a
+	// verified certificate's user is authenticated (before Basic). Without
+	// Htpasswd a certificate is required.
+	TLSClientCA string
+	// TLSClientUser says which field of a client certificate names the
+	// user: "cn" (the default when empty), "san-email" or "san-uri".
+	TLSClientUser string
+
+	// PACProxy, if set, serves GET /proxy.pac on the proxy and metrics
+	// listeners, pointing browsers at this host:port ("HTTPS host:port"
+	// when TLS is on). PACDirect lists what the PAC sends DIRECT.
+	PACProxy  string
+	PACDirect []string
+
 	// MetricsListen, if set, serves /metrics, /healthz and /readyz there.
 	MetricsListen string
 	// ReadyWhenFull, if false (the default), /readyz fails while the global
@@ -122,24 +145,29 @@ func (c Config) Defaults() Config {
 func (c Config) reloadInto(old Config) Config {
 	old.Htpasswd, old.Groups, old.Auth, old.Realm, old.NoAuth = c.Htpasswd, c.Groups, c.Auth, c.Realm, c.NoAuth
 	old.ACL, old.Limits, old.MaxPending = c.ACL, c.Limits, c.MaxPending
+	old.PACProxy, old.PACDirect = c.PACProxy, c.PACDirect
 	return old
 }
 
 // Validate reports every problem in c at once.
 func (c Config) Validate() error {
 	var errs []error
+	// A listener is open unless it has Basic auth, or it speaks TLS and
+	// requires a client certificate.
+	certsRequired := c.TLSClientCA != "" && c.Htpasswd == ""
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
-	} else if c.Htpasswd == "" && !c.NoAuth && !isLoopbackHost(host) {
-		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and no --htpasswd is set: refusing to run an open proxy; add --htpasswd FILE or --no-auth", c.Listen))
+	} else if c.Htpasswd == "" && !c.NoAuth && !isLoopbackHost(host) && !(certsRequired && c.TLSListen == "") {
+		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and no --htpasswd is set: refusing to run an open proxy; add --htpasswd FILE, --tls-client-ca FILE (TLS on --listen) or --no-auth", c.Listen))
 	}
 	if c.Htpasswd != "" && c.NoAuth {
 		errs = append(errs, errors.New("--htpasswd and --no-auth contradict each other; pick one"))
 	}
-	if c.Groups != "" && c.Htpasswd == "" {
-		errs = append(errs, errors.New("--groups needs --htpasswd: groups are of authenticated users"))
+	if c.Groups != "" && c.Htpasswd == "" && c.TLSClientCA == "" {
+		errs = append(errs, errors.New("--groups needs --htpasswd or --tls-client-ca: groups are of authenticated users"))
 	}
+	errs = append(errs, c.validateTLS(certsRequired)...)
 	for name, d := range map[string]time.Duration{
 		"dial-timeout": c.DialTimeout, "idle-timeout": c.IdleTimeout,
 		"header-timeout": c.HeaderTimeout, "queue-timeout": c.QueueTimeout,

@@ -44,6 +44,7 @@ type request struct {
 	start  time.Time
 	client netip.AddrPort
 	user   string
+	authBy string // authByCert, authByBasic; "" until authenticated
 	groups []string
 	target acl.Target
 	dialed string
@@ -56,7 +57,9 @@ func (q *request) subject() acl.Subject { return acl.Subject{User: q.user, Group
 
 // ServeHTTP routes a proxy request: CONNECT to the tunnel path, absolute-
 // form WebSocket upgrades to the upgrade path, other absolute-form requests
-// to goproxy. Origin-form requests are not for a forward proxy.
+// to goproxy. Origin-form requests are not for a forward proxy, except
+// GET and HEAD /proxy.pac when a PAC file is configured (no auth: a
+// browser fetches its PAC before it knows the proxy).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := &request{r: r, start: time.Now(), st: s.state.Load()}
 	q.client, _ = netip.ParseAddrPort(r.RemoteAddr)
@@ -65,6 +68,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.Request(requestConnect)
 		s.serveConnect(w, q)
 	case !r.URL.IsAbs():
+		if s.servePAC(w, r, q.st) {
+			return
+		}
 		s.metrics.Request(requestHTTP)
 		s.refuse(w, q, fmt.Errorf("%w: %s %s; send CONNECT or an absolute-form URL", errNotProxy, r.Method, acl.Redact(r.URL.Path)))
 	case isUpgrade(r.Header):
@@ -76,10 +82,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// authenticate checks Proxy-Authorization when authentication is on.
+// authenticate finds who sends the request: the user of a verified client
+// certificate first (Proxy-Authorization is then not checked), else Basic
+// credentials when --htpasswd is set, else 407 — or no one, when there is
+// no authentication on this listener.
 func (s *Server) authenticate(q *request) error {
+	if user, ok := s.certUser(q); ok {
+		q.user, q.authBy, q.groups = user, authByCert, q.st.groupsOf(user)
+		return nil
+	}
 	a := q.st.auth
 	if a == nil {
+		if s.certsOnly(q) {
+			// The handshake required a certificate, and it names no user.
+			s.metrics.AuthFailed(authInvalid)
+			return fmt.Errorf("%w: the client certificate names no user", errAuthRequired)
+		}
 		return nil
 	}
 	// Several Proxy-Authorization lines are combined as RFC 9110 5.3
@@ -91,7 +109,7 @@ func (s *Server) authenticate(q *request) error {
 	q.user = res.User
 	switch res.Status {
 	case auth.StatusOK:
-		q.groups = a.Groups(res.User)
+		q.authBy, q.groups = authByBasic, a.Groups(res.User)
 		return nil
 	case auth.StatusThrottled:
 		s.metrics.AuthFailed(authThrottled)
@@ -202,6 +220,7 @@ func (s *Server) logRefused(q *request, status int, err error) {
 	s.log.LogAttrs(q.r.Context(), level, "request refused",
 		slog.String(keyClient, q.client.String()),
 		slog.String(keyUser, q.user),
+		slog.String(keyAuth, q.authString()),
 		slog.String(keyMethod, q.r.Method),
 		slog.String(keyTarget, q.targetString()),
 		slog.Int(keyStatus, status),
@@ -211,6 +230,14 @@ func (s *Server) logRefused(q *request, status int, err error) {
 		slog.String(keyErr, acl.Redact(err.Error())),
 		slog.Duration(keyDuration, time.Since(q.start)),
 	)
+}
+
+// authString is how the request's user was authenticated, for logs.
+func (q *request) authString() string {
+	if q.authBy == "" {
+		return authByNone
+	}
+	return q.authBy
 }
 
 // targetString is the target for logs: the parsed one, or else the raw

@@ -7,6 +7,8 @@ const (
 	keyAddr      = "addr"
 	keyClient    = "client"
 	keyUser      = "user"
+	keyAuth      = "auth" // how the user was authenticated: cert, basic or none
+	keyTLS       = "tls"
 	keyMethod    = "method"
 	keyTarget    = "target"
 	keyDialed    = "dialed"

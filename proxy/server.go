@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,9 @@ import (
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
 	"github.com/wsegress/wsegress/proxy/limit"
+	"github.com/wsegress/wsegress/proxy/pac"
 	"github.com/wsegress/wsegress/proxy/relay"
+	"github.com/wsegress/wsegress/proxy/tlsconf"
 )
 
 // Server is a running proxy. Create it with New, start it with Serve or
@@ -33,6 +36,13 @@ type Server struct {
 	metrics *metrics
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
+
+	// tls, if non-nil, holds the TLS listener's certificates (TLSCert);
+	// userMode names the user of a client certificate. Both fixed at New.
+	tls      *tlsconf.Store
+	userMode tlsconf.UserMode
+	tlsOnce  sync.Once      // starts the store's file watch
+	bg       sync.WaitGroup // background goroutines, ended by Shutdown
 
 	// state is the configuration snapshot, swapped whole on Reload (under
 	// mu) and read once per request, never mutated.
@@ -62,7 +72,19 @@ type Server struct {
 type state struct {
 	cfg    Config
 	policy *acl.Policy
-	auth   *auth.Authenticator // nil: no authentication
+	auth   *auth.Authenticator // nil: no Basic authentication
+	// groups maps client-certificate users to their groups when there is
+	// no Basic auth (with it, auth.Groups serves both).
+	groups map[string][]string
+	pac    *pac.File // nil: no PAC file
+}
+
+// groupsOf returns the groups of an authenticated user.
+func (st *state) groupsOf(user string) []string {
+	if st.auth != nil {
+		return st.auth.Groups(user)
+	}
+	return slices.Clone(st.groups[user])
 }
 
 // New validates cfg and builds a Server. log, if nil, discards.
@@ -91,6 +113,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.pending.SetLimit(cfg.MaxPending)
 	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
+	if s.tls, s.userMode, err = newTLSStore(cfg, log); err != nil {
+		return nil, err
+	}
 	st, err := s.buildState(cfg, acl.Options{}, nil)
 	if err != nil {
 		return nil, err
@@ -123,7 +148,15 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 		names = append(names, r.Name)
 	}
 	s.metrics.InitACLRules(names...)
+	if st.pac, err = cfg.pacFile(); err != nil {
+		return nil, err
+	}
 	if cfg.Htpasswd == "" {
+		if cfg.TLSClientCA != "" {
+			if st.groups, err = auth.LoadGroups(cfg.Groups, cfg.Auth.Groups); err != nil {
+				return nil, err
+			}
+		}
 		return st, nil
 	}
 	// Update in place, whatever changed: throttle state and the cache
@@ -144,10 +177,13 @@ func (s *Server) buildState(cfg Config, self acl.Options, old *state) (*state, e
 }
 
 // Reload applies a new configuration to new requests: users, groups and
-// their options, realm, ACL and limits. Open tunnels are never touched; a
-// lowered limit only refuses new tunnels until usage drops. Every other
-// field (listen address, timeouts, upstream...) is fixed at New. On error
-// nothing changes.
+// their options, realm, ACL, limits and the PAC file. It also re-reads the
+// TLS certificate, key and client CAs (whose file names are fixed at New);
+// a bad certificate file keeps the previous one in use and is logged by
+// the TLS store, without failing the rest of the reload. Open tunnels are
+// never touched; a lowered limit only refuses new tunnels until usage
+// drops. Every other field (listen addresses, timeouts, upstream...) is
+// fixed at New. On error nothing changes.
 func (s *Server) Reload(cfg Config) error {
 	cfg = cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -163,12 +199,15 @@ func (s *Server) Reload(cfg Config) error {
 	s.state.Store(st)
 	s.limiter.SetLimits(cfg.Limits)
 	s.pending.SetLimit(cfg.MaxPending)
+	if s.tls != nil {
+		_ = s.tls.Reload() // logged by the store; the old certificate stays
+	}
 	return nil
 }
 
-// ListenAndServe listens on the configured address and serves until
-// Shutdown. It always returns a non-nil error (http.ErrServerClosed after
-// Shutdown).
+// ListenAndServe listens on the configured address (and on TLSListen, if
+// set) and serves until Shutdown. It always returns a non-nil error
+// (http.ErrServerClosed after Shutdown): the first of its listeners' errors.
 func (s *Server) ListenAndServe() error {
 	cfg := s.state.Load().cfg
 	lc := net.ListenConfig{KeepAlive: cfg.KeepAlive}
@@ -176,31 +215,26 @@ func (s *Server) ListenAndServe() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	return s.Serve(ln)
+	if cfg.TLSListen == "" {
+		return s.Serve(ln)
+	}
+	tln, err := lc.Listen(s.baseCtx, "tcp", cfg.TLSListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("tls-listen %s: %w", cfg.TLSListen, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- s.ServeTLS(tln) }()
+	go func() { errc <- s.Serve(ln) }()
+	return <-errc
 }
 
-// Serve accepts proxy connections on ln until Shutdown. Serve always
+// Serve accepts proxy connections on ln until Shutdown. It speaks TLS on
+// them when TLS is on and no TLSListen is set (see ServeTLS). Serve always
 // returns a non-nil error and closes ln. The proxy's own address is added
 // to the policy's built-in denies, so a client cannot loop it into itself.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.addSelf(ln.Addr()); err != nil {
-		ln.Close()
-		return err
-	}
-	s.log.Info("listening", keyAddr, ln.Addr().String())
-	s.mu.Lock()
-	s.listeners = append(s.listeners, ln)
-	s.serving.Add(1)
-	s.mu.Unlock()
-	defer s.serving.Done()
-	err := s.http.Serve(ln)
-	s.mu.Lock()
-	handover := s.handover
-	s.mu.Unlock()
-	if handover {
-		err = http.ErrServerClosed // Handover closed ln
-	}
-	return err
+	return s.serve(ln, s.tls != nil && s.state.Load().cfg.TLSListen == "")
 }
 
 // ServeMetrics serves /metrics, /healthz and /readyz on ln until
@@ -276,6 +310,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, hs := range metricsSrv {
 		hs.Close()
 	}
+	s.bg.Wait()
 	return err
 }
 
@@ -389,7 +424,15 @@ func (s *Server) OpenTunnels() int {
 }
 
 // MetricsHandler serves /metrics, /healthz and /readyz for this server.
-func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler(s.ready) }
+// It serves the PAC file at /proxy.pac too, when PACProxy is set.
+func (s *Server) MetricsHandler() http.Handler {
+	h := s.metrics.Handler(s.ready)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.servePAC(w, r, s.state.Load()) {
+			h.ServeHTTP(w, r)
+		}
+	})
+}
 
 // ready is nil when the proxy takes new tunnels.
 func (s *Server) ready() error {

@@ -56,6 +56,7 @@ type endLog struct {
 	start  time.Time
 	client netip.AddrPort
 	user   string
+	authBy string
 	method string
 	target acl.Target
 	dialed string
@@ -63,7 +64,7 @@ type endLog struct {
 }
 
 func (q *request) endLog() endLog {
-	return endLog{start: q.start, client: q.client, user: q.user, method: q.r.Method,
+	return endLog{start: q.start, client: q.client, user: q.user, authBy: q.authString(), method: q.r.Method,
 		target: q.target, dialed: q.dialed, rule: q.rule}
 }
 
@@ -234,6 +235,7 @@ func (s *Server) logEnd(l endLog, status int, res relay.Result) {
 	attrs := []slog.Attr{
 		slog.String(keyClient, l.client.String()),
 		slog.String(keyUser, l.user),
+		slog.String(keyAuth, l.authBy),
 		slog.String(keyMethod, l.method),
 		slog.String(keyTarget, l.target.String()),
 		slog.String(keyDialed, l.dialed),

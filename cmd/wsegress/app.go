@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -147,28 +148,31 @@ func serve(c *cli.Context, stderr io.Writer) error {
 		return cli.Exit(err, 2)
 	}
 
-	socks, err := openSockets(log, cfg.MetricsListen, c.String("pid-file"), cfg.KeepAlive)
+	addrs := map[string]string{roleProxy: cfg.Listen, roleTLS: cfg.TLSListen, roleMetrics: cfg.MetricsListen}
+	socks, err := openSockets(log, addrs, c.String("pid-file"), cfg.KeepAlive)
 	if err != nil {
 		return cli.Exit(err, 2)
 	}
 	defer socks.stop()
-	proxyLns, err := socks.listen(roleProxy, cfg.Listen)
-	if err != nil {
-		return err
-	}
-	metricsLns, err := socks.listen(roleMetrics, cfg.MetricsListen)
-	if err != nil {
-		for _, ln := range proxyLns {
-			ln.Close()
+	serveFn := map[string]func(net.Listener) error{roleProxy: srv.Serve, roleTLS: srv.ServeTLS, roleMetrics: srv.ServeMetrics}
+	lns := make(map[string][]net.Listener)
+	for _, role := range []string{roleProxy, roleTLS, roleMetrics} {
+		l, err := socks.listen(role, addrs[role])
+		if err != nil {
+			for _, ls := range lns {
+				for _, ln := range ls {
+					ln.Close()
+				}
+			}
+			return err
 		}
-		return err
+		lns[role] = l
 	}
-	errc := make(chan error, len(proxyLns)+len(metricsLns))
-	for _, ln := range metricsLns {
-		go func() { errc <- srv.ServeMetrics(ln) }()
-	}
-	for _, ln := range proxyLns {
-		go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, len(lns[roleProxy])+len(lns[roleTLS])+len(lns[roleMetrics]))
+	for _, role := range []string{roleMetrics, roleTLS, roleProxy} {
+		for _, ln := range lns[role] {
+			go func() { errc <- serveFn[role](ln) }()
+		}
 	}
 	if tookOver, err := socks.ready(); err != nil {
 		log.Error("handover: could not tell the previous process", "err", err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wsegress/wsegress/acl"
 	"github.com/wsegress/wsegress/auth"
+	"github.com/wsegress/wsegress/proxy/tlsconf"
 )
 
 // passwdCommand adds or updates a user. The password comes from the
@@ -100,6 +101,12 @@ func check(c *cli.Context, stdout io.Writer) error {
 			return cli.Exit(err, 1)
 		}
 		users = a.Users()
+	}
+	if cfg.TLSCert != "" {
+		// Loads the certificate, key and client CAs as serve would.
+		if _, err := tlsconf.New(tlsconf.Options{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, ClientCAFile: cfg.TLSClientCA}); err != nil {
+			return cli.Exit(err, 1)
+		}
 	}
 	fmt.Fprintf(stdout, "ok: %d rules, %d users, listen %s\n", len(pol.Rules()), users, cfg.Listen)
 	return nil

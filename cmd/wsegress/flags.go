@@ -83,6 +83,14 @@ func serveFlags() []cli.Flag {
 		num("max-pending", 0, "requests between accept and their 200 (0: no limit)"),
 		dur("queue-timeout", 0, "how long a request waits for a free slot before 503 (0: no waiting)"),
 
+		str("tls-cert", "", "PEM certificate chain (leaf first) for TLS to the proxy; with --tls-key, TLS on --listen (or on --tls-listen); re-read on SIGHUP and when it changes"),
+		str("tls-key", "", "PEM private key of --tls-cert"),
+		str("tls-listen", "", "address of a TLS listener beside a plain --listen (needs --tls-cert and --tls-key)"),
+		str("tls-client-ca", "", "PEM CAs that issue client certificates: ask for one and verify it; its user is authenticated before Basic (required without --htpasswd)"),
+		str("tls-client-user", "cn", "what names a client certificate's user: cn, san-email or san-uri"),
+		str("pac-proxy", "", "serve GET /proxy.pac (proxy and metrics listeners) naming this host:port, the name clients use for the proxy"),
+		list("pac-direct", "host, *.domain, .domain, IP or CIDR the PAC file sends DIRECT, repeatable (needs --pac-proxy)"),
+
 		str("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this address"),
 		boolean("ready-when-full", "keep /readyz green while the tunnel pool is full"),
 	}
@@ -101,6 +109,12 @@ type fileConfig struct {
 		Users             map[string]int `yaml:"users"`
 		Groups            map[string]int `yaml:"groups"`
 	} `yaml:"limits"`
+	// PAC is the PAC file (GET /proxy.pac); --pac-proxy overrides proxy,
+	// --pac-direct entries come before the file's.
+	PAC struct {
+		Proxy  string   `yaml:"proxy"`
+		Direct []string `yaml:"direct"`
+	} `yaml:"pac"`
 }
 
 // loadFile reads and strictly decodes the YAML config (unknown keys are
@@ -154,6 +168,13 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 				Block:       c.Duration("auth-block"),
 			},
 		},
+		TLSCert:       c.String("tls-cert"),
+		TLSKey:        c.String("tls-key"),
+		TLSListen:     c.String("tls-listen"),
+		TLSClientCA:   c.String("tls-client-ca"),
+		TLSClientUser: c.String("tls-client-user"),
+		PACProxy:      fc.PAC.Proxy,
+		PACDirect:     append(c.StringSlice("pac-direct"), fc.PAC.Direct...),
 		MaxPending:    c.Int("max-pending"),
 		QueueTimeout:  c.Duration("queue-timeout"),
 		MetricsListen: c.String("metrics-listen"),
@@ -196,8 +217,14 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 		Users:   fc.Limits.Users,
 		Groups:  fc.Limits.Groups,
 	}
-	if len(fc.Groups) > 0 && cfg.Htpasswd == "" {
-		errs = append(errs, errors.New("config: groups need --htpasswd (groups are of authenticated users)"))
+	if p := c.String("pac-proxy"); p != "" {
+		cfg.PACProxy = p
+	}
+	if len(fc.Groups) > 0 && cfg.Htpasswd == "" && cfg.TLSClientCA == "" {
+		errs = append(errs, errors.New("config: groups need --htpasswd or --tls-client-ca (groups are of authenticated users)"))
+	}
+	if c.IsSet("tls-client-user") && cfg.TLSClientCA == "" {
+		errs = append(errs, errors.New("--tls-client-user needs --tls-client-ca: it names the user of a client certificate"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cfg, err

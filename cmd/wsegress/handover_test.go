@@ -380,24 +380,24 @@ func TestActivatedRoles(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		return ln
 	}
-	a, b, c := listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0")
+	a, b, c, d := listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0"), listen("tcp", "127.0.0.1:0")
+	addrs := map[string]string{roleMetrics: b.Addr().String(), roleTLS: d.Addr().String()}
 	tests := []struct {
-		name         string
-		named        map[string][]net.Listener
-		metrics      string
-		wantProxy    []net.Listener
-		wantMetrics  []net.Listener
-		wantErrMatch string
+		name               string
+		named              map[string][]net.Listener
+		wantProxy, wantTLS []net.Listener
+		wantMetrics        []net.Listener
+		wantErrMatch       string
 	}{
-		{"one unnamed", map[string][]net.Listener{"LISTEN_FD_3": {a}}, "", []net.Listener{a}, nil, ""},
-		{"by name", map[string][]net.Listener{"proxy": {a}, "metrics": {b}}, "", []net.Listener{a}, []net.Listener{b}, ""},
-		{"unnamed by address", map[string][]net.Listener{"wsegress.socket": {a, b, c}}, b.Addr().String(), []net.Listener{a, c}, []net.Listener{b}, ""},
-		{"name beats address", map[string][]net.Listener{"proxy": {b}}, b.Addr().String(), []net.Listener{b}, nil, ""},
-		{"unix socket", map[string][]net.Listener{"proxy": {listen("unix", filepath.Join(t.TempDir(), "s"))}}, "", nil, nil, "not a TCP listening socket"},
+		{"one unnamed", map[string][]net.Listener{"LISTEN_FD_3": {a}}, []net.Listener{a}, nil, nil, ""},
+		{"by name", map[string][]net.Listener{"proxy": {a}, "metrics": {c}, "tls": {b}}, []net.Listener{a}, []net.Listener{b}, []net.Listener{c}, ""},
+		{"unnamed by address", map[string][]net.Listener{"wsegress.socket": {a, b, c, d}}, []net.Listener{a, c}, []net.Listener{d}, []net.Listener{b}, ""},
+		{"name beats address", map[string][]net.Listener{"proxy": {b}}, []net.Listener{b}, nil, nil, ""},
+		{"unix socket", map[string][]net.Listener{"proxy": {listen("unix", filepath.Join(t.TempDir(), "s"))}}, nil, nil, nil, "not a TCP listening socket"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			roles, err := activatedRoles(tc.named, tc.metrics)
+			roles, err := activatedRoles(tc.named, addrs)
 			if tc.wantErrMatch != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErrMatch) {
 					t.Fatalf("err = %v; want %q", err, tc.wantErrMatch)
@@ -418,8 +418,8 @@ func TestActivatedRoles(t *testing.T) {
 				}
 				return true
 			}
-			if !same(roles[roleProxy], tc.wantProxy) || !same(roles[roleMetrics], tc.wantMetrics) {
-				t.Errorf("proxy %v metrics %v; want %v and %v", roles[roleProxy], roles[roleMetrics], tc.wantProxy, tc.wantMetrics)
+			if !same(roles[roleProxy], tc.wantProxy) || !same(roles[roleTLS], tc.wantTLS) || !same(roles[roleMetrics], tc.wantMetrics) {
+				t.Errorf("proxy %v tls %v metrics %v; want %v, %v and %v", roles[roleProxy], roles[roleTLS], roles[roleMetrics], tc.wantProxy, tc.wantTLS, tc.wantMetrics)
 			}
 		})
 	}

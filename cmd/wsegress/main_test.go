@@ -61,6 +61,17 @@ func TestCommands(t *testing.T) {
 		{"explain report mode", []string{"explain", "--acl-mode", "report", "--deny", "203.0.113.9", "--allow", "203.0.113.0/24", "203.0.113.9:443"}, `would_deny by "deny 203.0.113.9"`, "", 0},
 		{"explain report mode keeps built-in", []string{"explain", "--acl-mode", "report", "127.0.0.1:443"}, `deny by "builtin:non-public"`, "", 0},
 		{"check bad acl mode", []string{"check", "--acl-mode", "audit"}, "", `write "enforce" or "report"`, 1},
+		{"tls cert without key", []string{"check", "--tls-cert", "c.pem"}, "", "--tls-cert needs --tls-key", 1},
+		{"tls key without cert", []string{"check", "--tls-key", "k.pem"}, "", "--tls-key needs --tls-cert", 1},
+		{"tls listen without cert", []string{"check", "--tls-listen", "127.0.0.1:3129"}, "", "--tls-listen needs --tls-cert", 1},
+		{"client ca without tls", []string{"check", "--tls-client-ca", "ca.pem"}, "", "--tls-client-ca needs --tls-cert", 1},
+		{"client user without ca", []string{"check", "--tls-client-user", "san-email"}, "", "--tls-client-user needs --tls-client-ca", 1},
+		{"client user bad", []string{"check", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca", "--tls-client-user", "dn"}, "", "use cn, san-email or san-uri", 1},
+		{"tls listen open refused", []string{"check", "--tls-cert", "c", "--tls-key", "k", "--tls-listen", "0.0.0.0:3129"}, "", "tls-listen \"0.0.0.0:3129\" is not a loopback address", 1},
+		{"tls cert file missing", []string{"check", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"}, "", "c.pem", 1},
+		{"pac direct without proxy", []string{"check", "--pac-direct", "10.0.0.0/8"}, "", "--pac-direct needs --pac-proxy", 1},
+		{"pac bad direct", []string{"check", "--pac-proxy", "proxy.example.com:3128", "--pac-direct", "10.0.0.1/8"}, "", `write "10.0.0.0/8"`, 1},
+		{"pac proxy with scheme", []string{"check", "--pac-proxy", "https://proxy.example.com:3129"}, "", "without a scheme", 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -21,8 +21,9 @@ var handover bool
 
 // The roles of listening sockets, and the LISTEN_FDNAMES that pick them.
 const (
-	roleProxy   = "proxy"
-	roleMetrics = "metrics"
+	roleProxy   = "proxy"   // --listen
+	roleTLS     = "tls"     // --tls-listen
+	roleMetrics = "metrics" // --metrics-listen
 )
 
 // sockets hands serve its listening sockets. In order of preference they
@@ -40,14 +41,16 @@ type sockets struct {
 // openSockets reads systemd's sockets (and removes LISTEN_* from the
 // environment, so a process started later does not take them for its
 // own) and, when handover is on, starts the Upgrader.
-func openSockets(log *slog.Logger, metricsListen, pidFile string, keepAlive time.Duration) (*sockets, error) {
+// addrs are the configured addresses by role, which unnamed sockets are
+// matched against.
+func openSockets(log *slog.Logger, addrs map[string]string, pidFile string, keepAlive time.Duration) (*sockets, error) {
 	s := &sockets{log: log, keepAlive: keepAlive}
 	named, err := activation.ListenersWithNames()
 	if err != nil {
 		return nil, fmt.Errorf("systemd sockets (LISTEN_FDS): %w", err)
 	}
 	if len(named) > 0 {
-		s.activated, err = activatedRoles(named, metricsListen)
+		s.activated, err = activatedRoles(named, addrs)
 		if err != nil {
 			return nil, err
 		}
@@ -63,12 +66,18 @@ func openSockets(log *slog.Logger, metricsListen, pidFile string, keepAlive time
 }
 
 // activatedRoles sorts systemd's sockets into roles. A socket named
-// "proxy" or "metrics" (FileDescriptorName= in the socket unit) takes that
-// role; any other is the metrics socket if its address is --metrics-listen,
-// else a proxy socket. So a single unnamed socket is the proxy's, and
-// several ListenStream= lines (IPv4 and IPv6, say) are all served.
-func activatedRoles(named map[string][]net.Listener, metricsListen string) (map[string][]net.Listener, error) {
-	metricsAddr, _ := netip.ParseAddrPort(metricsListen)
+// "proxy", "tls" or "metrics" (FileDescriptorName= in the socket unit)
+// takes that role; any other is the metrics or TLS socket if its address
+// is --metrics-listen or --tls-listen, else a proxy socket. So a single
+// unnamed socket is the proxy's, and several ListenStream= lines (IPv4 and
+// IPv6, say) are all served.
+func activatedRoles(named map[string][]net.Listener, addrs map[string]string) (map[string][]net.Listener, error) {
+	byAddr := make(map[netip.AddrPort]string)
+	for _, role := range []string{roleMetrics, roleTLS} {
+		if ap, err := netip.ParseAddrPort(addrs[role]); err == nil {
+			byAddr[ap] = role
+		}
+	}
 	roles := make(map[string][]net.Listener)
 	var errs []error
 	for name, lns := range named {
@@ -80,8 +89,11 @@ func activatedRoles(named map[string][]net.Listener, metricsListen string) (map[
 			}
 			role := roleProxy
 			ap, _ := netip.ParseAddrPort(ln.Addr().String())
-			if name == roleMetrics || (name != roleProxy && metricsAddr.IsValid() && ap == metricsAddr) {
-				role = roleMetrics
+			switch {
+			case name == roleProxy || name == roleTLS || name == roleMetrics:
+				role = name
+			case byAddr[ap] != "":
+				role = byAddr[ap]
 			}
 			roles[role] = append(roles[role], ln)
 		}
@@ -113,8 +125,8 @@ func (s *sockets) listen(role, addr string) ([]net.Listener, error) {
 	}
 	lns := s.activated[role]
 	if len(lns) > 0 {
-		if addr != "" && role == roleProxy {
-			s.log.Info("using systemd's sockets; --listen is ignored", "listen", addr)
+		if addr != "" {
+			s.log.Info("using systemd's sockets; the configured address is ignored", "role", role, "addr", addr)
 		}
 	} else if addr != "" {
 		lc := net.ListenConfig{KeepAlive: s.keepAlive}

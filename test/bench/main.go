@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,12 @@ type options struct {
 	maxTunnels         int
 	bcryptCost         int
 	budget             time.Duration
+	syscalls           bool
+	proxyCPUs          string
+	mixedDur           time.Duration
+	mixedEcho          int
+	mixedRate          int
+	mixedBulk          int
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -51,17 +58,17 @@ func parseFlags(args []string) (*options, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.proxies, "proxies", "direct,wsegress,squid,tinyproxy,goproxy", "proxies to measure (comma list)")
-	fs.StringVar(&o.scenarios, "scenarios", "idle,connect,bulk,echo,auth", "scenarios to run (comma list)")
+	fs.StringVar(&o.scenarios, "scenarios", "idle,connect,bulk,echo,mixed,auth", "scenarios to run (comma list)")
 	fs.IntVar(&o.runs, "runs", 3, "runs per figure; the table shows medians")
 	fs.BoolVar(&o.quick, "quick", false, "one short run (under a minute); explicit flags still win")
 	fs.IntVar(&o.idleN, "n", 9000, "idle tunnels to open")
 	fs.DurationVar(&o.connectDur, "connect-time", 5*time.Second, "CONNECT-rate window per run")
 	fs.IntVar(&o.connectMax, "connect-max", 40000, "CONNECT-rate tunnel count limit per run")
-	fs.IntVar(&o.connectWorkers, "connect-workers", 16, "concurrent clients in the CONNECT-rate test")
+	fs.IntVar(&o.connectWorkers, "connect-workers", 32, "concurrent clients in the CONNECT-rate (churn) test")
 	fs.IntVar(&o.latencyN, "latency-n", 500, "sequential setups for the latency figures")
 	fs.DurationVar(&o.bulkDur, "bulk-time", 2*time.Second, "bulk window per direction")
 	fs.IntVar(&o.echoConns, "echo-tunnels", 256, "held tunnels in the echo test")
-	fs.IntVar(&o.echoSize, "echo-size", 64, "echo message size in bytes")
+	fs.IntVar(&o.echoSize, "echo-size", 128, "echo message size in bytes (echo and mixed scenarios)")
 	fs.DurationVar(&o.echoDur, "echo-time", 4*time.Second, "echo window per run")
 	fs.StringVar(&o.wsegress, "wsegress", "", "wsegress binary (empty: skip wsegress)")
 	fs.StringVar(&o.jsonPath, "json", filepath.Join(os.TempDir(), "wsegress-bench.json"), "where to write all raw figures")
@@ -69,7 +76,13 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.gogc, "gogc", "", "GOGC for wsegress (empty: inherit, i.e. default 100)")
 	fs.IntVar(&o.maxTunnels, "max-tunnels", 20000, "--max-tunnels for wsegress, MaxClients for tinyproxy")
 	fs.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.DefaultCost, "bcrypt cost of the auth scenario's user")
-	fs.DurationVar(&o.budget, "budget", 8*time.Minute+30*time.Second, "stop starting new measurements after this long")
+	fs.DurationVar(&o.budget, "budget", 9*time.Minute+30*time.Second, "stop starting new measurements after this long")
+	fs.BoolVar(&o.syscalls, "syscalls", true, "count the proxy's syscalls in every timed window with perf stat")
+	fs.StringVar(&o.proxyCPUs, "proxy-cpus", "", "CPU list for the proxy (taskset -c syntax, e.g. 0,1: the proxy on both cores, sharing one with the load); empty: the first CPU alone")
+	fs.DurationVar(&o.mixedDur, "mixed-time", 4*time.Second, "mixed scenario window per run")
+	fs.IntVar(&o.mixedEcho, "mixed-echo", 200, "paced echo tunnels in the mixed scenario")
+	fs.IntVar(&o.mixedRate, "mixed-rate", 20, "messages per second each paced echo tunnel sends")
+	fs.IntVar(&o.mixedBulk, "mixed-bulk", 4, "bulk tunnels (both ways at full speed) in the mixed scenario")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -77,7 +90,7 @@ func parseFlags(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]string{"runs": "1", "n": "2000", "connect-time": "1s", "latency-n": "200",
-			"bulk-time": "700ms", "echo-time": "1s", "budget": "75s"}
+			"bulk-time": "700ms", "echo-time": "1s", "mixed-time": "1500ms", "budget": "4m"}
 		for k, v := range quick {
 			if !set[k] {
 				_ = fs.Set(k, v)
@@ -87,8 +100,14 @@ func parseFlags(args []string) (*options, error) {
 	if min(o.runs, o.idleN, o.echoConns, o.latencyN, o.connectWorkers, o.connectMax) < 1 || o.echoSize < 1 || o.echoSize > 60000 {
 		return nil, errors.New("-runs, -n, -latency-n, -echo-tunnels, -connect-workers, -connect-max must be >= 1 and -echo-size in 1..60000")
 	}
-	if min(o.connectDur, o.bulkDur, o.echoDur, o.budget) <= 0 {
-		return nil, errors.New("-connect-time, -bulk-time, -echo-time and -budget must be > 0")
+	if min(o.connectDur, o.bulkDur, o.echoDur, o.mixedDur, o.budget) <= 0 {
+		return nil, errors.New("-connect-time, -bulk-time, -echo-time, -mixed-time and -budget must be > 0")
+	}
+	if min(o.mixedEcho, o.mixedBulk) < 0 || o.mixedRate < 1 || o.mixedRate > 1000 || o.echoSize < 8 && o.mixedEcho > 0 {
+		return nil, errors.New("-mixed-echo and -mixed-bulk must be >= 0, -mixed-rate in 1..1000, and -echo-size >= 8 for the mixed scenario's timestamps")
+	}
+	if o.proxyCPUs != "" && cpuCount(o.proxyCPUs) == 0 {
+		return nil, fmt.Errorf("-proxy-cpus %q: want a CPU list such as 0 or 0,1 or 0-1", o.proxyCPUs)
 	}
 	return o, nil
 }
@@ -109,6 +128,9 @@ type benchEnv struct {
 	skipped    []string // proxies that cannot run here, and why
 	htpasswd   string   // bench user's htpasswd file
 	authHeader string   // its Proxy-Authorization value; never printed
+	perf       string   // perf binary; "" when syscalls are not counted
+	perfEvents []string // tracepoints perf counts
+	perfNote   string   // why syscalls are not (fully) counted; "" when they are
 }
 
 const cpusEnv = "WSEGRESS_BENCH_CPUS"
@@ -147,7 +169,7 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	cpus, err := pinSelf(opts.pin, args)
+	cpus, err := pinSelf(opts.pin, opts.proxyCPUs, args)
 	if err != nil {
 		return err
 	}
@@ -186,6 +208,14 @@ func runBench(args []string) error {
 	defer echo.stop(2 * time.Second)
 	env.echoPID = echo.pid()
 
+	if opts.syscalls {
+		env.perf, env.perfEvents, env.perfNote = perfSetup(ctx)
+	} else {
+		env.perfNote = "syscalls not counted (-syscalls=false)"
+	}
+	if env.perfNote != "" {
+		fmt.Fprintln(os.Stderr, "bench: note:", env.perfNote)
+	}
 	proxies := availableProxies(env)
 	rep := newReport(env)
 	runAll(ctx, env, rep, proxies)
@@ -201,12 +231,12 @@ func runBench(args []string) error {
 // pinSelf re-executes the benchmark under taskset on the load CPU once; the
 // plan travels in an environment variable because after pinning this
 // process can no longer see the proxy's CPU in its own affinity mask.
-func pinSelf(want bool, args []string) (cpuPlan, error) {
+func pinSelf(want bool, proxyCPUs string, args []string) (cpuPlan, error) {
 	if v := os.Getenv(cpusEnv); v != "" {
-		p, l, _ := strings.Cut(v, ",")
+		p, l, _ := strings.Cut(v, "/")
 		return cpuPlan{Proxy: p, Load: l}, nil
 	}
-	plan := planCPUs(want)
+	plan := planCPUs(want, proxyCPUs)
 	if plan.Load == "" {
 		return plan, nil
 	}
@@ -218,7 +248,10 @@ func pinSelf(want bool, args []string) (cpuPlan, error) {
 	if err != nil {
 		return plan, fmt.Errorf("find taskset: %w", err)
 	}
-	env := append(os.Environ(), cpusEnv+"="+plan.Proxy+","+plan.Load)
+	// An empty WSEGRESS_BENCH_CPUS inherited from the caller would shadow
+	// the plan (the first of duplicate variables wins).
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, cpusEnv+"=") })
+	env = append(env, cpusEnv+"="+plan.Proxy+"/"+plan.Load)
 	argv := append([]string{"taskset", "-c", plan.Load, self}, args...)
 	return plan, syscall.Exec(taskset, argv, env)
 }

@@ -47,7 +47,7 @@ type cpuPlan struct {
 
 // planCPUs picks the first two CPUs this process may run on; with fewer than
 // two, or without taskset, nothing is pinned and the report says why.
-func planCPUs(want bool) cpuPlan {
+func planCPUs(want bool, proxyCPUs string) cpuPlan {
 	if !want {
 		return cpuPlan{Why: "pinning disabled (-pin=false)"}
 	}
@@ -67,7 +67,30 @@ func planCPUs(want bool) cpuPlan {
 	if len(cpus) < 2 {
 		return cpuPlan{Why: "fewer than two CPUs available"}
 	}
-	return cpuPlan{Proxy: strconv.Itoa(cpus[0]), Load: strconv.Itoa(cpus[1])}
+	plan := cpuPlan{Proxy: strconv.Itoa(cpus[0]), Load: strconv.Itoa(cpus[1])}
+	if proxyCPUs != "" {
+		plan.Proxy = proxyCPUs
+	}
+	return plan
+}
+
+// cpuCount counts the CPUs in a taskset-style list ("0", "0,1", "0-3");
+// 0 for a list it cannot read.
+func cpuCount(list string) int {
+	n := 0
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a {
+			return 0
+		}
+		n += b - a + 1
+	}
+	return n
 }
 
 // pinned prefixes argv with taskset when cpu is set.

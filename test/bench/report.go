@@ -27,7 +27,9 @@ type report struct {
 	Results []unitResult                             `json:"results"`
 	Medians map[string]map[string]map[string]float64 `json:"medians"` // scenario → proxy → metric
 	Targets []target                                 `json:"targets"`
-	Skipped []string                                 `json:"skipped,omitempty"`
+	// Targets12 are issue 12's targets; Targets issue 7's.
+	Targets12 []target `json:"targets_issue12"`
+	Skipped   []string `json:"skipped,omitempty"`
 
 	env   *benchEnv
 	start time.Time
@@ -92,6 +94,7 @@ func (r *report) finish() {
 		}
 	}
 	r.computeTargets()
+	r.computeTargets12()
 }
 
 // med is the median of a metric, if measured.

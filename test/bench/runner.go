@@ -15,6 +15,7 @@ var scenarios = map[string]func(context.Context, *benchEnv, *runningProxy) *outc
 	"connect": scenarioConnect,
 	"bulk":    scenarioBulk,
 	"echo":    scenarioEcho,
+	"mixed":   scenarioMixed,
 }
 
 // runAll runs every selected scenario for every available proxy, runs
@@ -70,6 +71,7 @@ func measure(ctx context.Context, env *benchEnv, sc, px string) *outcome {
 		return o
 	}
 	defer rp.stop()
+	rp.countSyscalls = rp.proc != nil && sc != "idle"
 	o := f(ctx, env, rp)
 	o.Notes = append(o.Notes, rp.notes...)
 	if err := rp.alive(); err != nil {
@@ -129,9 +131,10 @@ func splitList(s string) []string {
 func progress(run int, sc, px string, o *outcome, d time.Duration) {
 	keys := map[string][]string{
 		"idle":    {"tunnels_opened", "pings_answered", "fds_per_tunnel", "kib_per_tunnel"},
-		"connect": {"tunnels_per_cpu_s", "tunnels_per_s", "setup_p50_us", "setup_p99_us"},
-		"bulk":    {"up_mb_s", "down_mb_s", "both_mb_s", "up_mb_per_cpu_s", "down_mb_per_cpu_s", "both_mb_per_cpu_s"},
-		"echo":    {"msgs_per_s", "msgs_per_cpu_s", "rtt_p50_us", "rtt_p99_us"},
+		"connect": {"tunnels_per_cpu_s", "tunnels_per_s", "setup_p50_us", "setup_p99_us", "sys_per_unit"},
+		"bulk":    {"up_mb_s", "down_mb_s", "both_mb_s", "up_mb_per_cpu_s", "down_mb_per_cpu_s", "both_mb_per_cpu_s", "up_sys_per_unit", "down_sys_per_unit", "both_sys_per_unit"},
+		"echo":    {"msgs_per_s", "msgs_per_cpu_s", "rtt_p50_us", "rtt_p99_us", "sys_per_unit"},
+		"mixed":   {"echo_p50_us", "echo_p99_us", "up_mb_s", "down_mb_s", "mb_per_cpu_s", "sys_per_unit"},
 		"auth":    {"off_tunnels_per_cpu_s", "on_tunnels_per_cpu_s", "auth_ratio"},
 	}[sc]
 	var b strings.Builder

@@ -36,6 +36,7 @@ func scenarioBulk(ctx context.Context, env *benchEnv, rp *runningProxy) *outcome
 		o.set(dir.name+"_mb", bytes/1e6)
 		o.set(dir.name+"_mb_s", bytes/1e6/c.Wall)
 		o.setWindow(dir.name+"_", c)
+		o.setSyscalls(dir.name+"_", c.Syscalls, bytes/1e6)
 		if rp.proc != nil {
 			o.set(dir.name+"_mb_per_cpu_s", ratio(bytes/1e6, c.Proxy))
 		}

@@ -97,6 +97,7 @@ func setRate(o *outcome, prefix string, n int64, c windowCPU, rp *runningProxy) 
 	o.set(prefix+"tunnels", float64(n))
 	o.set(prefix+"tunnels_per_s", ratio(float64(n), c.Wall))
 	o.setWindow(prefix, c)
+	o.setSyscalls(prefix, c.Syscalls, float64(n))
 	if rp.proc != nil {
 		o.set(prefix+"tunnels_per_cpu_s", ratio(float64(n), c.Proxy))
 	}

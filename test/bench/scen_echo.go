@@ -14,7 +14,7 @@ const echoWarmup = 20 // round trips per tunnel before the timed window
 // reporting messages per second of proxy CPU and the round-trip spread.
 func scenarioEcho(ctx context.Context, env *benchEnv, rp *runningProxy) *outcome {
 	o := newOutcome()
-	conns := openEchoConns(ctx, env, rp, o)
+	conns := openEchoConns(ctx, env, rp, env.opts.echoConns, o)
 	defer closeAll(conns)
 	o.set("tunnels", float64(len(conns)))
 	if len(conns) == 0 {
@@ -57,6 +57,7 @@ func scenarioEcho(ctx context.Context, env *benchEnv, rp *runningProxy) *outcome
 	o.set("rtt_p50_us", p[0])
 	o.set("rtt_p99_us", p[1])
 	o.setWindow("", c)
+	o.setSyscalls("", c.Syscalls, n)
 	if rp.proc != nil {
 		o.set("msgs_per_cpu_s", ratio(n, c.Proxy))
 	}
@@ -64,8 +65,7 @@ func scenarioEcho(ctx context.Context, env *benchEnv, rp *runningProxy) *outcome
 }
 
 // openEchoConns opens the held tunnels with a few workers.
-func openEchoConns(ctx context.Context, env *benchEnv, rp *runningProxy, o *outcome) []*wsConn {
-	n := env.opts.echoConns
+func openEchoConns(ctx context.Context, env *benchEnv, rp *runningProxy, n int, o *outcome) []*wsConn {
 	slots := make([]*wsConn, n)
 	d := rp.dialer()
 	end := time.Now().Add(phaseLimit)

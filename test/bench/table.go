@@ -18,7 +18,10 @@ func (r *report) markdown() string {
 	o := r.env.opts
 	fmt.Fprintf(&b, "\n## wsegress benchmark (%s)\n\n", r.Meta["started"])
 	fmt.Fprintf(&b, "- machine: %s, %d CPUs, Linux %s, %s\n", r.Meta["cpu_model"], r.Meta["cpus"], r.Meta["kernel"], r.Meta["go"])
-	if c := r.env.cpus; c.Proxy != "" {
+	if c := r.env.cpus; c.Proxy != "" && cpuCount(c.Proxy) > 1 {
+		fmt.Fprintf(&b, "- proxy on CPUs %s (GOMAXPROCS=%d for the Go proxies); load generator and echo server on CPU %s, which they share with the proxy (taskset)\n",
+			c.Proxy, cpuCount(c.Proxy), c.Load)
+	} else if c.Proxy != "" {
 		fmt.Fprintf(&b, "- proxy pinned to CPU %s; load generator and echo server on CPU %s (taskset)\n", c.Proxy, c.Load)
 	} else {
 		fmt.Fprintf(&b, "- not pinned: %s\n", c.Why)
@@ -27,6 +30,12 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- load average at start %s, at end %s (other jobs on the machine add noise)\n",
 		r.Meta["loadavg_start"], r.Meta["loadavg_end"])
 	fmt.Fprintf(&b, "- total time %.0f s\n", r.Meta["total_seconds"])
+	if r.env.perfNote != "" {
+		fmt.Fprintf(&b, "- %s\n", r.env.perfNote)
+	} else {
+		fmt.Fprintf(&b, "- syscalls: `perf stat -p <proxy tree>` over each timed window (%d tracepoints), divided by the work done in it\n", len(r.env.perfEvents))
+	}
+	r.summary(&b)
 
 	r.table(&b, "idle", fmt.Sprintf("Idle: %s WebSocket tunnels opened and held", fmtNum(float64(o.idleN))), []column{
 		r.col("opened", "idle", "tunnels_opened", false),
@@ -42,7 +51,7 @@ func (r *report) markdown() string {
 		r.col("Go heap in use KiB / tunnel", "idle", "heap_inuse_kib_per_tunnel", false),
 		r.errCol("errors", "idle"),
 	})
-	r.table(&b, "connect", "CONNECT path: full tunnel lives (CONNECT, 200, WS handshake, one echo, close)", []column{
+	r.table(&b, "connect", fmt.Sprintf("Churn: full tunnel lives (CONNECT, 200, WS handshake, one %d B echo, close), %d workers", echoPayload, o.connectWorkers), []column{
 		r.col("tunnels / proxy-CPU-s", "connect", "tunnels_per_cpu_s", false),
 		r.col("tunnels / s (wall)", "connect", "tunnels_per_s", true),
 		r.col("proxy CPU share", "connect", "proxy_cpu_share", false),
@@ -52,6 +61,7 @@ func (r *report) markdown() string {
 		r.col("setup p99 µs", "connect", "setup_p99_us", true),
 		r.col("to 200 p50 µs", "connect", "tunnel_p50_us", true),
 		r.col("WS upgrade p50 µs", "connect", "upgrade_p50_us", true),
+		r.sysCol("syscalls / tunnel", "connect", ""),
 		r.errCol("errors", "connect"),
 	})
 	r.table(&b, "bulk", "Bulk: one tunnel, raw TCP; MB/s wall (× direct) and MB per proxy-CPU-s", []column{
@@ -69,6 +79,9 @@ func (r *report) markdown() string {
 			}
 			return strings.Join(parts, " / ")
 		}},
+		r.sysCol("syscalls / MB up", "bulk", "up_"),
+		r.sysCol("syscalls / MB down", "bulk", "down_"),
+		r.sysCol("syscalls / MB both", "bulk", "both_"),
 	})
 	r.table(&b, "echo", fmt.Sprintf("Echo: %d held tunnels, %d-byte WebSocket messages, one outstanding per tunnel", o.echoConns, o.echoSize), []column{
 		r.col("msgs / proxy-CPU-s", "echo", "msgs_per_cpu_s", false),
@@ -78,7 +91,30 @@ func (r *report) markdown() string {
 		r.col("proxy CPU share", "echo", "proxy_cpu_share", false),
 		r.col("load CPU share", "echo", "load_cpu_share", false),
 		r.col("others' CPU", "echo", "other_cpu_share", false),
+		r.sysCol("syscalls / msg", "echo", ""),
 		r.errCol("errors", "echo"),
+	})
+	r.table(&b, "mixed", fmt.Sprintf("Mixed: %d tunnels bulk both ways at full speed beside %d echo tunnels sending %d B × %d/s each (paced)",
+		o.mixedBulk, o.mixedEcho, o.echoSize, o.mixedRate), []column{
+		r.col("echo RTT p50 µs", "mixed", "echo_p50_us", true),
+		r.col("echo RTT p99 µs", "mixed", "echo_p99_us", true),
+		r.col("send late p99 µs", "mixed", "send_late_p99_us", false),
+		r.col("bulk up MB/s", "mixed", "up_mb_s", true),
+		r.col("bulk down MB/s", "mixed", "down_mb_s", true),
+		r.col("MB / proxy-CPU-s", "mixed", "mb_per_cpu_s", false),
+		{head: "echo answered / sent", cell: func(px string) string {
+			a, ok1 := r.med("mixed", px, "echo_answered")
+			s, ok2 := r.med("mixed", px, "echo_sent")
+			if !ok1 || !ok2 {
+				return "–"
+			}
+			return fmtNum(a) + " / " + fmtNum(s)
+		}},
+		r.col("proxy CPU share", "mixed", "proxy_cpu_share", false),
+		r.col("load CPU share", "mixed", "load_cpu_share", false),
+		r.col("others' CPU", "mixed", "other_cpu_share", false),
+		r.sysCol("syscalls / MB", "mixed", ""),
+		r.errCol("errors", "mixed"),
 	})
 	r.table(&b, "auth", fmt.Sprintf("Auth: wsegress CONNECT path, Basic auth with a bcrypt (cost %d) user, off vs on", o.bcryptCost), []column{
 		r.col("off: tunnels / proxy-CPU-s", "auth", "off_tunnels_per_cpu_s", false),
@@ -89,6 +125,10 @@ func (r *report) markdown() string {
 		r.errCol("errors", "auth"),
 	})
 
+	fmt.Fprintf(&b, "\n### Issue 12 targets (wsegress, medians; \"more cores must help\" needs a second run with -proxy-cpus)\n\n| target | want | measured | status |\n| --- | --- | --- | --- |\n")
+	for _, t := range r.Targets12 {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.Status)
+	}
 	fmt.Fprintf(&b, "\n### Issue 7 targets (wsegress, medians)\n\n| target | want | measured | status |\n| --- | --- | --- | --- |\n")
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.Status)
@@ -138,6 +178,11 @@ func (r *report) col(head, sc, metric string, withDirect bool) column {
 		}
 		return s
 	}}
+}
+
+// sysCol shows syscalls per unit of work with the top named syscalls.
+func (r *report) sysCol(head, sc, prefix string) column {
+	return column{head: head, cell: func(px string) string { return r.sysBreakdown(sc, px, prefix, 4) }}
 }
 
 // errCol shows the errors summed over runs.

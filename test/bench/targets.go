@@ -178,3 +178,71 @@ func fmtNum(v float64) string {
 		return fmt.Sprintf("%.2f", v)
 	}
 }
+
+// computeTargets12 evaluates issue 12's targets for wsegress on the
+// medians. "More cores must help" needs two runs (with and without
+// -proxy-cpus) and is not judged here.
+func (r *report) computeTargets12() {
+	add := func(name, want string, v float64, have, met bool, measured string) {
+		t := target{Name: name, Want: want, Value: v, Measured: measured, Status: "n/a"}
+		if have {
+			t.Status = map[bool]string{true: "met", false: "NOT met"}[met]
+		} else {
+			t.Measured = "–"
+		}
+		r.Targets12 = append(r.Targets12, t)
+	}
+	ws := pWsegress
+	peerNote := func(sc, metric string, lower bool) string {
+		v, who := r.bestPeerFor(summaryRow{sc: sc, metric: metric, lower: lower})
+		if who == "" {
+			return ""
+		}
+		return fmt.Sprintf(" (best peer %s %s)", who, fmtSys(v))
+	}
+	v, ok := r.med("echo", ws, "sys_per_unit")
+	add("Syscalls per echoed message", "≤ 4.5", v, ok, v <= 4.5, fmtSys(v)+peerNote("echo", "sys_per_unit", true))
+	v, ok = r.med("connect", ws, "sys_per_unit")
+	add("Syscalls per churned tunnel", "≤ 30", v, ok, v <= 30, fmtSys(v)+peerNote("connect", "sys_per_unit", true))
+	for _, c := range []struct{ name, sc, metric string }{
+		{"Echo: messages per proxy-core-second", "echo", "msgs_per_cpu_s"},
+		{"Churn: tunnels per proxy-core-second", "connect", "tunnels_per_cpu_s"},
+	} {
+		v, ok := r.med(c.sc, ws, c.metric)
+		peer, who := r.bestPeerFor(summaryRow{sc: c.sc, metric: c.metric})
+		add(c.name, fmt.Sprintf("≥ 1.3× best peer (%s %s)", who, fmtNum(peer)), v, ok && who != "", v >= 1.3*peer,
+			fmt.Sprintf("%s (%.2f×)", fmtNum(v), ratio(v, peer)))
+	}
+	v, ok = r.ratioToDirect("echo", "rtt_p99_us")
+	add("Echo: p99 RTT vs direct", "≤ 1.05×", v, ok, v <= 1.05, fmtNum(v)+"×")
+	v, ok = r.ratioToDirect("connect", "setup_p50_us")
+	add("Churn: unloaded setup p50 vs direct", "≤ 1.6×", v, ok, v <= 1.6, fmtNum(v)+"×")
+	for _, dir := range []string{"up", "down", "both"} {
+		m := dir + "_mb_per_cpu_s"
+		v, ok := r.med("bulk", ws, m)
+		naive, ok2 := r.med("bulk", pGoproxy, m)
+		add("Bulk "+dir+": MB per proxy-core-second", fmt.Sprintf("≥ 1.1× goproxy (%s)", fmtNum(naive)), v, ok && ok2,
+			v >= 1.1*naive, fmt.Sprintf("%s (%.2f×)", fmtNum(v), ratio(v, naive)))
+		s, ok := r.ratioToDirect("bulk", dir+"_mb_s")
+		ns, ok2 := r.ratioOf("bulk", pGoproxy, dir+"_mb_s")
+		add("Bulk "+dir+": share of direct", fmt.Sprintf("≥ goproxy's (%s)", fmtNum(ns)), s, ok && ok2, s >= ns, fmtNum(s))
+	}
+	v, ok = r.med("mixed", ws, "echo_p99_us")
+	add("Mixed: echo p99 RTT beside bulk", "≤ 20 ms", v, ok, v <= 20000, fmt.Sprintf("%.1f ms", v/1000))
+	for _, dir := range []string{"up", "down"} {
+		v, ok := r.med("mixed", ws, dir+"_mb_s")
+		naive, ok2 := r.med("mixed", pGoproxy, dir+"_mb_s")
+		add("Mixed: bulk MB/s "+dir, fmt.Sprintf("≥ goproxy (%s)", fmtNum(naive)), v, ok && ok2, v >= naive, fmtNum(v))
+	}
+	fds, ok := r.med("idle", ws, "fds_per_tunnel")
+	add("Idle: fds per tunnel", "≤ 2", fds, ok, fds <= 2.05, fmtNum(fds))
+	kib, ok := r.med("idle", ws, "kib_per_tunnel")
+	add("Idle: KiB RSS per tunnel"+r.gogcNote(), "≤ 6", kib, ok, kib <= 6, fmtNum(kib))
+	opened, ok1 := r.worst("idle", ws, "tunnels_opened")
+	pings, ok2 := r.worst("idle", ws, "pings_answered")
+	n := float64(r.env.opts.idleN)
+	add("Idle: 9,000 held, all answer pings", "9,000 / 9,000", pings, ok1 && ok2 && n >= 9000, opened >= 9000 && pings >= 9000,
+		fmt.Sprintf("worst run: %s opened, %s answered (N=%d)", fmtNum(opened), fmtNum(pings), int(n)))
+	ar, ok := r.med("auth", ws, "auth_ratio")
+	add("Auth on vs off", "≥ 0.90", ar, ok, ar >= 0.90, fmtNum(ar))
+}

@@ -195,6 +195,8 @@ func (w *wsConn) readFrame(buf []byte) (byte, []byte, error) {
 	if h[1]&0x80 != 0 {
 		return 0, nil, errors.New("masked frame from server")
 	}
+	// h is reused for the extended length below; keep the opcode.
+	op := h[0] & 0x0f
 	n := uint64(h[1] & 0x7f)
 	switch n {
 	case 126:
@@ -214,7 +216,7 @@ func (w *wsConn) readFrame(buf []byte) (byte, []byte, error) {
 	if _, err := io.ReadFull(w.br, buf[:n]); err != nil {
 		return 0, nil, err
 	}
-	return h[0] & 0x0f, buf[:n], nil
+	return op, buf[:n], nil
 }
 
 // roundTrip sends p with opcode op and waits for the echo: the same

@@ -11,6 +11,8 @@
 # `goclient frames build`. curl treats the 101 as a final response and saves
 # everything after it, which `goclient frames check` verifies. URL is the
 # target as http:// (for ws://) or https:// (for wss://).
+# With an https:// PROXY_URL (TLS to the proxy), PROXY_CA_FILE is given as
+# --proxy-cacert, and PROXY_CERT/PROXY_KEY as --proxy-cert/--proxy-key.
 # Prints one line per step: "ok STEP detail" or "fail STEP reason".
 set -uo pipefail
 
@@ -18,6 +20,9 @@ mode=$1 url=$2 id=$3
 : "${PROXY_URL:?}" "${CA_FILE:?}" "${GOCLIENT:?}" "${WORK:?}"
 base=$WORK/curl-$id
 key=$(head -c 16 /dev/urandom | base64)
+proxy_tls=()
+[[ -n ${PROXY_CA_FILE:-} ]] && proxy_tls+=(--proxy-cacert "$PROXY_CA_FILE")
+[[ -n ${PROXY_CERT:-} ]] && proxy_tls+=(--proxy-cert "$PROXY_CERT" --proxy-key "${PROXY_KEY:?PROXY_KEY goes with PROXY_CERT}")
 
 if ! "$GOCLIENT" frames build -case "$id" -file "$base.frames"; then
 	echo "fail connect could not build frames"
@@ -26,7 +31,7 @@ fi
 
 # -H 'Content-Type:' and -H 'Expect:' drop what curl would add for a body;
 # --http1.1 because a WebSocket upgrade is HTTP/1.1 only.
-codes=$(curl -sS -p -x "$PROXY_URL" --http1.1 --max-time 30 --cacert "$CA_FILE" \
+codes=$(curl -sS -p -x "$PROXY_URL" "${proxy_tls[@]}" --http1.1 --max-time 30 --cacert "$CA_FILE" \
 	-X GET --data-binary "@$base.frames" -H 'Content-Type:' -H 'Expect:' \
 	-H 'Connection: Upgrade' -H 'Upgrade: websocket' \
 	-H 'Sec-WebSocket-Version: 13' -H "Sec-WebSocket-Key: $key" \

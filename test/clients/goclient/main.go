@@ -35,11 +35,15 @@ func main() {
 
 // options are what the runner passes to a client.
 type options struct {
-	mode    string // session, fail or env
-	url     string
-	caseID  string
-	proxy   string // coder only: proxy URL with user:password
-	timeout time.Duration
+	mode   string // session, fail or env
+	url    string
+	caseID string
+	proxy  string // coder: proxy URL with user:password; gorilla: instead of the environment
+	// proxyTLS (gorilla): speak TLS to the proxy from NetDialContext
+	// (gorilla v1.5.3 refuses https:// proxy URLs); trusts SSL_CERT_FILE.
+	proxyTLS          bool
+	certFile, keyFile string // a client certificate for the proxy
+	timeout           time.Duration
 }
 
 func runClient(name string, args []string) error {
@@ -48,7 +52,10 @@ func runClient(name string, args []string) error {
 	fs.StringVar(&o.mode, "mode", "session", "session (echo, ping, close), fail (the dial must fail) or env (gorilla: show what ProxyFromEnvironment picks)")
 	fs.StringVar(&o.url, "url", "", "ws:// or wss:// URL of the target (required)")
 	fs.StringVar(&o.caseID, "case", "", "case id, sent in the query and the X-Wsegress-Test header (required)")
-	fs.StringVar(&o.proxy, "proxy", "", "coder: proxy URL http://user:pass@host:port")
+	fs.StringVar(&o.proxy, "proxy", "", "proxy URL http://user:pass@host:port (coder: also https://); gorilla: instead of HTTP_PROXY/HTTPS_PROXY")
+	fs.BoolVar(&o.proxyTLS, "proxy-tls", false, "gorilla: TLS to the proxy from NetDialContext (the https:// proxy workaround)")
+	fs.StringVar(&o.certFile, "cert", "", "client certificate (PEM) for the proxy")
+	fs.StringVar(&o.keyFile, "key", "", "key of -cert")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return err

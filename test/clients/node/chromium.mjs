@@ -2,7 +2,7 @@
 // Debian's Chromium, headless, driven by playwright-core, with the proxy
 // and its credentials set at launch. A page opens the WebSocket.
 //
-//   PROXY_PASS=... node chromium.mjs --mode session|fail|nocache --proxy http://host:port \
+//   PROXY_PASS=... node chromium.mjs --mode session|fail|nocache --proxy http://host:port|--pac URL \
 //        --user U --prime https://host:port/prime --url ws://host:port/echo --case ID \
 //        --spki BASE64
 //
@@ -16,7 +16,17 @@
 //    page makes a request through the proxy (--prime) before it opens the
 //    WebSocket; --mode nocache shows the WebSocket failing without it.
 //  - WebSockets go through a CONNECT tunnel for ws:// and wss:// alike.
-//  - The wss:// target's test certificate is trusted by its SPKI hash.
+//  - The wss:// target's test certificate is trusted by its SPKI hash (and
+//    so is an HTTPS proxy's, when it uses the same key).
+//  - --pac URL: the proxy comes from a PAC file (--proxy-pac-url), which
+//    may name an HTTPS proxy. Playwright answers a proxy's 407 only with
+//    the credentials of its launch `proxy` option, which also adds
+//    --proxy-server (which would win over the PAC) and a bypass list; so
+//    the launch keeps `proxy` for the credentials and drops those two
+//    flags with ignoreDefaultArgs. Chromium never asks a PAC file about
+//    localhost or loopback IPs (its implicit bypass rules, which the
+//    bypass list cannot undo for a PAC), so --url must use another name
+//    for the target.
 // The page itself is served by Playwright at the WebSocket's origin (so
 // the proxy only ever sees the priming request and the WebSocket), with a
 // cookie: the one custom header a page can add to a handshake.
@@ -28,6 +38,7 @@ const { values: opt } = parseArgs({
   options: {
     mode: { type: 'string', default: 'session' },
     proxy: { type: 'string' },
+    pac: { type: 'string', default: '' },
     user: { type: 'string' },
     prime: { type: 'string' },
     url: { type: 'string' },
@@ -36,11 +47,15 @@ const { values: opt } = parseArgs({
     timeout: { type: 'string', default: '60' },
   },
 });
-for (const k of ['proxy', 'user', 'prime', 'url', 'case']) {
+for (const k of ['user', 'prime', 'url', 'case']) {
   if (!opt[k]) {
     console.error(`chromium: --${k} is required`);
     process.exit(2);
   }
+}
+if (!opt.proxy === !opt.pac) {
+  console.error('chromium: give one of --proxy and --pac');
+  process.exit(2);
 }
 const password = process.env.PROXY_PASS ?? '';
 let failed = false;
@@ -66,11 +81,21 @@ const timer = setTimeout(() => {
 const consoleLines = [];
 let browser;
 try {
+  const args = [...FLAGS, ...(opt.spki ? [`--ignore-certificate-errors-spki-list=${opt.spki}`] : [])];
+  let proxy = { server: opt.proxy, username: opt.user, password, bypass: '<-loopback>' };
+  let ignoreDefaultArgs;
+  if (opt.pac) {
+    // Only the credentials of `proxy` are used; its flags are dropped.
+    proxy = { server: 'http://pac.invalid:1', username: opt.user, password };
+    ignoreDefaultArgs = ['--proxy-server=http://pac.invalid:1', '--proxy-bypass-list=<-loopback>'];
+    args.push(`--proxy-pac-url=${opt.pac}`);
+  }
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: [...FLAGS, ...(opt.spki ? [`--ignore-certificate-errors-spki-list=${opt.spki}`] : [])],
-    proxy: { server: opt.proxy, username: opt.user, password, bypass: '<-loopback>' },
+    args,
+    proxy,
+    ignoreDefaultArgs,
   });
   const context = await browser.newContext();
   const target = new URL(opt.url);

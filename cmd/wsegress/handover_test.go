@@ -2,9 +2,17 @@ package main
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -189,10 +197,13 @@ func echo(c net.Conn, msg string) error {
 func TestHandover(t *testing.T) {
 	bin := wsegressBinary(t)
 	target := echoTarget(t).Addr().String()
+	cert, key, pool := selfSigned(t)
 	old := start(t, exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		"--tls-listen", "127.0.0.2:0", "--tls-cert", cert, "--tls-key", key,
 		"--allow", target, "--drain-timeout", "30s", "--log-level", "debug"))
 	old.waitLog(t, `msg="metrics listening"`)
-	addr := old.waitLog(t, `msg=listening addr=(\S+)`)[1]
+	addr := old.waitLog(t, `msg=listening addr=(\S+) tls=false`)[1]
+	tlsAddr := old.waitLog(t, `msg=listening addr=(\S+) tls=true`)[1]
 
 	long, err := dialTunnel(addr, target)
 	if err != nil {
@@ -282,6 +293,15 @@ func TestHandover(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+	tc, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.2"})
+	if err != nil {
+		t.Fatalf("--tls-listen after the handover: %v", err)
+	}
+	fmt.Fprintf(tc, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	if resp, err := http.ReadResponse(bufio.NewReader(tc), nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT over TLS after the handover: %v %v", resp, err)
+	}
+	tc.Close()
 	metricsAddr := old.addrs("metrics listening")[0]
 	resp, err := http.Get("http://" + metricsAddr + "/readyz")
 	if err != nil {
@@ -303,6 +323,43 @@ func TestHandover(t *testing.T) {
 	if p, err := os.FindProcess(newPID); err == nil {
 		p.Signal(syscall.SIGTERM)
 	}
+}
+
+// selfSigned writes a certificate for 127.0.0.2 and its key, and returns
+// their paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T) (cert, key string, pool *x509.CertPool) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "wsegress test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 2)},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return cert, key, pool
 }
 
 // TestSocketActivation starts the binary as systemd would: listening

@@ -149,7 +149,7 @@ backend wsegress
 		if err != nil {
 			t.Fatalf("new tunnel %d from %s during the drain: %v\nhaproxy log:\n%s", i, src, err, hap.logs)
 		}
-		if err := echoOnce(c, "fresh"+strconv.Itoa(i)); err != nil {
+		if err := echoRaw(c, "fresh"+strconv.Itoa(i)); err != nil {
 			t.Fatalf("new tunnel %d: %v", i, err)
 		}
 		c.Close()
@@ -395,7 +395,7 @@ func tunnelFrom(src, proxyAddr, target string) (net.Conn, error) {
 	return c, nil
 }
 
-func echoOnce(c net.Conn, msg string) error {
+func echoRaw(c net.Conn, msg string) error {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	if _, err := io.WriteString(c, msg); err != nil {
@@ -434,7 +434,7 @@ func startEchoLoop(c net.Conn) *echoLoop {
 				return
 			case <-tick.C:
 			}
-			if err := echoOnce(c, fmt.Sprintf("msg-%06d;", i)); err != nil {
+			if err := echoRaw(c, fmt.Sprintf("msg-%06d;", i)); err != nil {
 				l.err.CompareAndSwap(nil, fmt.Errorf("after %d messages: %w", i, err))
 				return
 			}

@@ -61,7 +61,7 @@ type Server struct {
 	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
 	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
 	serving    sync.WaitGroup // one per Serve still in its accept loop
-	listeners  []net.Listener // given to Serve, closed by Handover
+	accepting  []net.Listener // being served (Serve, ServeTLS), closed by Handover
 
 	busyMu sync.Mutex            // guards busy
 	busy   map[net.Conn]struct{} // client conns net/http reads or serves a request on
@@ -325,7 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Handover(ctx context.Context) error {
 	s.mu.Lock()
 	s.handover = true
-	metricsSrv, listeners := s.metricsSrv, s.listeners
+	metricsSrv, accepting := s.metricsSrv, s.accepting
 	s.metricsSrv = nil
 	open := len(s.tunnels)
 	s.mu.Unlock()
@@ -340,7 +340,7 @@ func (s *Server) Handover(ctx context.Context) error {
 	// the listeners instead (the sockets live on in the successor), let
 	// the accept loops end, and wait until no accepted connection is
 	// still on its way to an answer or a tunnel.
-	for _, ln := range listeners {
+	for _, ln := range accepting {
 		ln.Close()
 	}
 	s.serving.Wait()

@@ -130,7 +130,7 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 	}
 	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS)
 	s.mu.Lock()
-	s.listeners = append(s.listeners, ln)
+	s.accepting = append(s.accepting, ln)
 	s.serving.Add(1)
 	s.mu.Unlock()
 	defer s.serving.Done()

@@ -122,3 +122,46 @@ func TestHandoverReadiness(t *testing.T) {
 		t.Fatal("Handover did not return after the last tunnel closed")
 	}
 }
+
+// TestReadyzWhenFullAndDraining: with --ready-when-full a full pool keeps
+// /readyz at 200; a drain turns it to 503 "draining" while the tunnel
+// lives on.
+func TestReadyzWhenFullAndDraining(t *testing.T) {
+	ln, conns := rawTarget(t)
+	w := newWorld(t, func(c *proxy.Config) {
+		withAllow(ln.Addr())(c)
+		c.Limits.Global = 1
+		c.ReadyWhenFull = true
+	})
+	sc := newScraper(t, w)
+	c, br, tc := connectRaw(t, w, ln.Addr().String(), conns)
+	defer c.Close()
+	if status, body := sc.get(t, "/readyz"); status != 200 {
+		t.Errorf("/readyz with the pool full and --ready-when-full = %d %q; want 200", status, body)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- w.proxy.Shutdown(ctx)
+	}()
+	eventually(t, 5*time.Second, "/readyz 503 draining", func() bool {
+		status, body := sc.get(t, "/readyz")
+		return status == 503 && strings.TrimSpace(body) == "draining"
+	})
+	io.WriteString(tc, "pong")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "pong" {
+		t.Fatalf("tunnel during the drain: client read %q, %v", got, err)
+	}
+	c.Close()
+	tc.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the last tunnel closed")
+	}
+}

@@ -481,3 +481,60 @@ func TestActivatedRoles(t *testing.T) {
 		})
 	}
 }
+
+// TestHandoverFailure: when the new binary does not come up, the handover
+// is counted as failed and the old process keeps serving.
+func TestHandoverFailure(t *testing.T) {
+	b, err := os.ReadFile(wsegressBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "wsegress")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := echoTarget(t).Addr().String()
+	p := start(t, exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--allow", target))
+	metricsAddr := p.waitLog(t, `msg="metrics listening" addr=(\S+)`)[1]
+	addr := p.waitLog(t, `msg=listening addr=(\S+)`)[1]
+	// The "upgrade" is a binary that exits at once: renamed over the path,
+	// as a package manager does (the running process keeps its inode).
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, `msg="handover failed; this process keeps serving"`)
+
+	c, err := dialTunnel(addr, target)
+	if err != nil {
+		t.Fatalf("after a failed handover: %v", err)
+	}
+	if err := echo(c, "still here"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^wsegress_handover_total\{result="failed"\} 1$`).Match(body) {
+		t.Errorf("metrics lack wsegress_handover_total{result=\"failed\"} 1")
+	}
+	resp, err = http.Get("http://" + metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz after a failed handover: %s; want 200", resp.Status)
+	}
+}

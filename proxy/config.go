@@ -35,6 +35,11 @@ type Config struct {
 	// MaxHeaderBytes bounds a request's header size; larger ones get 431
 	// (default 32 KiB).
 	MaxHeaderBytes int
+	// MaxTunnelLifetime, if positive, closes every tunnel after about that
+	// long (±10% jitter, so the reconnects of tunnels opened together are
+	// spread out), cleanly: FIN both ways, end reason "lifetime". It lets a
+	// fleet rebalance and bounds a drain. Zero means no limit.
+	MaxTunnelLifetime time.Duration
 	// KeepAlive is the TCP keep-alive period on client and target sockets
 	// (default 30s; negative disables).
 	KeepAlive time.Duration
@@ -283,6 +288,7 @@ func (c Config) Validate() error {
 		"dial-timeout": c.DialTimeout, "idle-timeout": c.IdleTimeout,
 		"header-timeout": c.HeaderTimeout, "queue-timeout": c.QueueTimeout,
 		"body-timeout": c.BodyTimeout, "response-header-timeout": c.ResponseHeaderTimeout,
+		"max-tunnel-lifetime": c.MaxTunnelLifetime,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("--%s %v: must not be negative", name, d))

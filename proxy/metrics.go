@@ -8,8 +8,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/wsegress/wsegress/proxy/limit"
 	"github.com/wsegress/wsegress/proxy/listen"
+	"github.com/wsegress/wsegress/proxy/relay"
 )
 
 // The bounded label sets are typed constants (result, authFailure,
@@ -77,6 +79,9 @@ type metrics struct {
 	limitRefusals  [limit.NumKinds]prometheus.Counter
 	connRefusals   [2]prometheus.Counter // listen.KindConns, listen.KindConnsPerIP
 	requests       [numRequestKinds]prometheus.Counter
+	tunnelEnds     *prometheus.CounterVec
+	endCounters    map[relay.EndReason]prometheus.Counter // the known reasons; read-only after newMetrics
+	handovers      [2]prometheus.Counter                  // result ok, failed
 
 	pool  atomic.Pointer[func() []limit.Usage] // set by SetPoolSource
 	conns atomic.Pointer[func() int]           // set by SetConnSource
@@ -163,11 +168,25 @@ func newMetrics() *metrics {
 		m.requests[k] = requests.WithLabelValues(k.String())
 	}
 
+	m.tunnelEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_tunnel_ends_total",
+		Help: "Established tunnels closed, by end reason (the end key of the log line): client_closed, target_closed, client_reset, target_reset, idle_timeout, lifetime, canceled (drain timeout), error, panic, target_refused_upgrade, response_sent.",
+	}, []string{"reason"})
+	m.endCounters = make(map[relay.EndReason]prometheus.Counter, len(endReasons))
+	for _, r := range endReasons {
+		m.endCounters[r] = m.tunnelEnds.WithLabelValues(string(r))
+	}
+	handovers := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsegress_handover_total",
+		Help: "SIGUSR2 handovers of the listening sockets to a new process: ok is counted by the new process once it took over, failed by the old one, which keeps serving.",
+	}, []string{"result"})
+	m.handovers[0], m.handovers[1] = handovers.WithLabelValues("ok"), handovers.WithLabelValues("failed")
+
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tunnelsOpen, results, bytes, m.tunnelDuration, m.dialDuration,
-		m.queueWait, auth, m.aclDenials, m.aclWouldDeny, refusals, requests, clientConns,
+		m.queueWait, auth, m.aclDenials, m.aclWouldDeny, refusals, requests, clientConns, m.tunnelEnds, handovers,
 		newPoolCollector(m),
 	)
 	return m
@@ -189,6 +208,40 @@ func (m *metrics) TunnelResult(r result) {
 		return
 	}
 	m.tunnelResults[r].Inc()
+}
+
+// endReasons are the end reasons wsegress_tunnel_ends_total starts at 0.
+var endReasons = []relay.EndReason{
+	relay.EndClientClosed, relay.EndTargetClosed, relay.EndClientReset, relay.EndTargetReset,
+	relay.EndIdleTimeout, endLifetime, relay.EndCanceled, relay.EndError, relay.EndPanic,
+	endTargetRefused, endResponseSent,
+}
+
+// TunnelEnded counts an established tunnel's end by its reason. The
+// reasons are constants of the relay and this package, so the label set
+// stays bounded even for one not listed in endReasons.
+func (m *metrics) TunnelEnded(r relay.EndReason) {
+	if m == nil || r == "" {
+		return
+	}
+	if c, ok := m.endCounters[r]; ok {
+		c.Inc()
+		return
+	}
+	m.tunnelEnds.WithLabelValues(string(r)).Inc()
+}
+
+// Handover counts a handover of the listening sockets: ok by the process
+// that took over, failed by the one whose attempt failed.
+func (m *metrics) Handover(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.handovers[0].Inc()
+	} else {
+		m.handovers[1].Inc()
+	}
 }
 
 // TunnelOpened marks a tunnel established; pair it with TunnelClosed.

@@ -339,3 +339,18 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestJitter(t *testing.T) {
+	const d = time.Second
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		j := jitter(d)
+		if j < d-d/10 || j > d+d/10 {
+			t.Fatalf("jitter(%v) = %v; want within ±10%%", d, j)
+		}
+		seen[j] = true
+	}
+	if len(seen) < 100 {
+		t.Errorf("jitter(%v) took %d distinct values in 1000 draws; want spread", d, len(seen))
+	}
+}

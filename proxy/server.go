@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/elazarl/goproxy"
 
@@ -56,10 +57,16 @@ type Server struct {
 	mu         sync.Mutex // guards the following fields
 	tunnels    map[*tunnel]struct{}
 	draining   bool
+	handover   bool               // the listeners were handed to a successor process (Handover)
 	self       acl.Options        // the proxy's own addresses, denied as targets
 	metricsSrv []*http.Server     // started by ServeMetrics, closed last by Shutdown
 	listeners  []*listen.Listener // client listeners wrapped by Serve, for Reload and metrics
 	wg         sync.WaitGroup     // one per CONNECT or upgrade in progress or established
+	serving    sync.WaitGroup     // one per Serve still in its accept loop
+	accepting  []net.Listener     // being served (Serve, ServeTLS), closed by Handover
+
+	busyMu sync.Mutex            // guards busy
+	busy   map[net.Conn]struct{} // client conns net/http reads or serves a request on
 }
 
 // state is what a reload replaces: the configuration and what is compiled
@@ -99,6 +106,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		pending: new(limit.Gate), // always counted, so metrics show it and a reload can set a limit
 		metrics: newMetrics(),
 		tunnels: make(map[*tunnel]struct{}),
+		busy:    make(map[net.Conn]struct{}),
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
@@ -124,6 +132,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:                  func(net.Listener) context.Context { return s.baseCtx },
 		ConnContext:                  withConnInfo,
+		ConnState:                    s.connState,
 	}
 	return s, nil
 }
@@ -327,6 +336,77 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Handover is Shutdown for a process that has handed its listening
+// sockets to a successor (wsegress's SIGUSR2): the successor now accepts
+// on them, so this Server stops accepting at once and /readyz reports
+// "handing over". Its metrics servers stop too (the successor answers on
+// their sockets). Unlike Shutdown, a request on a connection already
+// accepted is served, not dropped: a client that connected just before
+// the handover must not see its connection closed. Then it drains like
+// Shutdown: open tunnels run until they end or ctx is done.
+func (s *Server) Handover(ctx context.Context) error {
+	s.mu.Lock()
+	s.handover = true
+	metricsSrv, accepting := s.metricsSrv, s.accepting
+	s.metricsSrv = nil
+	open := len(s.tunnels)
+	s.mu.Unlock()
+	s.log.Info("handing over", keyTunnels, open)
+
+	var wg sync.WaitGroup
+	for _, hs := range metricsSrv {
+		wg.Go(func() { _ = hs.Shutdown(ctx) })
+	}
+	// Not http.Server.Shutdown yet: from its start net/http closes, with no
+	// answer, every connection whose first request it has not read. Close
+	// the listeners instead (the sockets live on in the successor), let
+	// the accept loops end, and wait until no accepted connection is
+	// still on its way to an answer or a tunnel.
+	for _, ln := range accepting {
+		ln.Close()
+	}
+	s.serving.Wait()
+	tick := time.NewTicker(5 * time.Millisecond)
+	for s.busyConns() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	tick.Stop()
+	wg.Wait()
+	for _, hs := range metricsSrv {
+		hs.Close()
+	}
+	return s.Shutdown(ctx)
+}
+
+// connState tracks the client conns between accept and a request's end
+// (or its hijack), for Handover.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.busyMu.Lock()
+	if st == http.StateNew || st == http.StateActive {
+		s.busy[c] = struct{}{}
+	} else {
+		delete(s.busy, c)
+	}
+	s.busyMu.Unlock()
+}
+
+func (s *Server) busyConns() int {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	return len(s.busy)
+}
+
+// RecordHandover counts a handover of the listening sockets in
+// wsegress_handover_total: ok in the process that took over, failed in
+// the one whose attempt failed.
+func (s *Server) RecordHandover(ok bool) { s.metrics.Handover(ok) }
+
 // enter registers a request that may become a tunnel, from before its
 // dial until its tunnel ends. It fails once Shutdown has begun, so no
 // WaitGroup.Add races the final Wait, and a request between its dial and
@@ -379,8 +459,11 @@ func (s *Server) MetricsHandler() http.Handler {
 // ready is nil when the proxy takes new tunnels.
 func (s *Server) ready() error {
 	s.mu.Lock()
-	draining := s.draining
+	draining, handover := s.draining, s.handover
 	s.mu.Unlock()
+	if handover {
+		return errors.New("handing over")
+	}
 	if draining {
 		return errors.New("draining")
 	}

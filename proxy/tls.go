@@ -147,7 +147,19 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 	}
 	// test/clients/run reads addr and tls next to each other: keep them so.
 	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, maxConns, keyMaxConnsPerIP, perIP)
-	return s.http.Serve(srv)
+	s.mu.Lock()
+	s.accepting = append(s.accepting, srv)
+	s.serving.Add(1)
+	s.mu.Unlock()
+	defer s.serving.Done()
+	err := s.http.Serve(srv)
+	s.mu.Lock()
+	handover := s.handover
+	s.mu.Unlock()
+	if handover {
+		err = http.ErrServerClosed // Handover closed ln
+	}
+	return err
 }
 
 // startTLS starts, once, the goroutine that re-reads the certificate files

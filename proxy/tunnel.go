@@ -212,7 +212,10 @@ func (t *tunnel) relay() {
 	// Bytes forwarded before the relay took over count like any others.
 	s.countBytes(true, t.up)
 	s.countBytes(false, t.down)
-	s.relay.Start(s.baseCtx, t.client, t.target, func(res relay.Result) {
+	ctx, stopLifetime := s.tunnelContext()
+	s.relay.Start(ctx, t.client, t.target, func(res relay.Result) {
+		stopLifetime()
+		res = lifetimeEnd(res)
 		if res.Reason == relay.EndPanic {
 			var pe *relay.PanicError
 			if errors.As(res.Err, &pe) {
@@ -244,6 +247,7 @@ func (t *tunnel) close(res relay.Result) {
 		t.settle()
 		s.untrack(t)
 		s.metrics.TunnelClosed(time.Since(t.log.start))
+		s.metrics.TunnelEnded(res.Reason)
 	}
 	if t.status != 0 {
 		res.Up += t.up

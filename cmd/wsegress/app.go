@@ -119,13 +119,17 @@ func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 	}
 }
 
-// serve runs the proxy until SIGINT/SIGTERM, reloading on SIGHUP.
+// serve runs the proxy until SIGINT/SIGTERM, reloading on SIGHUP and
+// handing its sockets to a new process on SIGUSR2.
 func serve(c *cli.Context, stderr io.Writer) error {
-	// Catch SIGHUP before anything else: its default action would kill
-	// the process during a slow start.
+	// Catch SIGHUP and SIGUSR2 before anything else: their default action
+	// would kill the process during a slow start.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 
 	log, err := newLogger(c, stderr)
 	if err != nil {
@@ -144,19 +148,43 @@ func serve(c *cli.Context, stderr io.Writer) error {
 		return cli.Exit(err, 2)
 	}
 
-	errc := make(chan error, 2)
-	if cfg.MetricsListen != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
-		}
-		go func() { errc <- srv.ServeMetrics(ln) }()
+	addrs := map[string]string{roleProxy: cfg.Listen, roleTLS: cfg.TLSListen, roleMetrics: cfg.MetricsListen}
+	socks, err := openSockets(log, addrs, c.String("pid-file"), cfg.KeepAlive)
+	if err != nil {
+		return cli.Exit(err, 2)
 	}
-	go func() { errc <- srv.ListenAndServe() }()
+	defer socks.stop()
+	serveFn := map[string]func(net.Listener) error{roleProxy: srv.Serve, roleTLS: srv.ServeTLS, roleMetrics: srv.ServeMetrics}
+	lns := make(map[string][]net.Listener)
+	for _, role := range []string{roleProxy, roleTLS, roleMetrics} {
+		l, err := socks.listen(role, addrs[role])
+		if err != nil {
+			for _, ls := range lns {
+				for _, ln := range ls {
+					ln.Close()
+				}
+			}
+			return err
+		}
+		lns[role] = l
+	}
+	errc := make(chan error, len(lns[roleProxy])+len(lns[roleTLS])+len(lns[roleMetrics]))
+	for _, role := range []string{roleMetrics, roleTLS, roleProxy} {
+		for _, ln := range lns[role] {
+			go func() { errc <- serveFn[role](ln) }()
+		}
+	}
+	if tookOver, err := socks.ready(); err != nil {
+		log.Error("handover: could not tell the previous process", "err", err)
+	} else if tookOver {
+		srv.RecordHandover(true)
+		log.Info("took over from the previous process", "pid", os.Getpid())
+	}
 
 	for {
 		select {
 		case <-c.Context.Done():
+			socks.stop()
 			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
 			err := srv.Shutdown(ctx)
 			cancel()
@@ -165,11 +193,31 @@ func serve(c *cli.Context, stderr io.Writer) error {
 			}
 			log.Info("stopped")
 			return nil
+		case <-socks.handedOver():
+			// The new process is ready and accepts on the same sockets:
+			// stop accepting, keep the tunnels until they end or the
+			// drain timeout, then exit.
+			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
+			err := srv.Handover(ctx)
+			cancel()
+			if err != nil {
+				log.Warn("drain timeout: closed remaining tunnels", "err", err)
+			}
+			log.Info("stopped after handover")
+			return nil
 		case err := <-errc:
 			if errors.Is(err, http.ErrServerClosed) {
 				continue
 			}
 			return err
+		case <-usr2:
+			log.Info("SIGUSR2: starting a new process to hand the sockets to")
+			go func() {
+				if err := socks.upgrade(); err != nil {
+					srv.RecordHandover(false)
+					log.Error("handover failed; this process keeps serving", "err", err)
+				}
+			}()
 		case <-hup:
 			newCfg, err := buildConfig(c)
 			if err == nil {

@@ -51,7 +51,9 @@ func serveFlags() []cli.Flag {
 		dur("header-timeout", 10*time.Second, "bound on reading request headers, and on a client connection's idle time between requests"),
 		dur("body-timeout", 30*time.Second, "close a forwarded plain-HTTP request whose body sends no byte for this long (408)"),
 		dur("response-header-timeout", time.Minute, "bound on a target's response headers to a forwarded plain-HTTP request (504)"),
-		dur("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long open tunnels may finish before they are closed"),
+		dur("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, or in the old process after a SIGUSR2 handover, how long open tunnels may finish before they are closed"),
+		dur("max-tunnel-lifetime", 0, "close every tunnel cleanly after this long, ±10% jitter, so a fleet rebalances (0: never)"),
+		str("pid-file", "", "write the PID here once ready, and again after each SIGUSR2 handover (for systemd's PIDFile=)"),
 		num("max-header-bytes", 32<<10, "largest request header accepted (larger: 431)"),
 		str("upstream", "", "parent proxy for all targets: socks5://[user:pass@]host:port or http://[user:pass@]host:port; "+
 			"a password given here shows in ps: pass it in $WSEGRESS_UPSTREAM or --upstream-file instead"),
@@ -160,16 +162,17 @@ func buildConfig(c *cli.Context) (proxy.Config, error) {
 		return proxy.Config{}, err
 	}
 	cfg := proxy.Config{
-		Listen:         c.String("listen"),
-		DialTimeout:    c.Duration("dial-timeout"),
-		IdleTimeout:    c.Duration("idle-timeout"),
-		HeaderTimeout:  c.Duration("header-timeout"),
-		MaxHeaderBytes: c.Int("max-header-bytes"),
-		Htpasswd:       c.String("htpasswd"),
-		Groups:         c.String("groups"),
-		Realm:          c.String("realm"),
-		NoAuth:         c.Bool("no-auth"),
-		MaxAuthRetries: c.Int("max-auth-retries"),
+		Listen:            c.String("listen"),
+		DialTimeout:       c.Duration("dial-timeout"),
+		IdleTimeout:       c.Duration("idle-timeout"),
+		MaxTunnelLifetime: c.Duration("max-tunnel-lifetime"),
+		HeaderTimeout:     c.Duration("header-timeout"),
+		MaxHeaderBytes:    c.Int("max-header-bytes"),
+		Htpasswd:          c.String("htpasswd"),
+		Groups:            c.String("groups"),
+		Realm:             c.String("realm"),
+		NoAuth:            c.Bool("no-auth"),
+		MaxAuthRetries:    c.Int("max-auth-retries"),
 		Auth: auth.Options{
 			AllowPlaintext: c.Bool("allow-plaintext-passwords"),
 			CacheTTL:       c.Duration("auth-cache-ttl"),

@@ -37,6 +37,10 @@ type Server struct {
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
 	refusal *refusalLog // logs connections refused at accept, rate-limited
+	// caps counts the connections of every client listener Serve and
+	// ServeTLS wrap, so --max-conns and --max-conns-per-ip hold for the
+	// process, however many sockets it listens on.
+	caps *listen.Caps
 
 	// tls, if non-nil, holds the TLS listener's certificates (TLSCert);
 	// userMode names the user of a client certificate. Both fixed at New.
@@ -60,7 +64,6 @@ type Server struct {
 	handover   bool               // the listeners were handed to a successor process (Handover)
 	self       acl.Options        // the proxy's own addresses, denied as targets
 	metricsSrv []*http.Server     // started by ServeMetrics, closed last by Shutdown
-	listeners  []*listen.Listener // client listeners wrapped by Serve, for Reload and metrics
 	wg         sync.WaitGroup     // one per CONNECT or upgrade in progress or established
 	serving    sync.WaitGroup     // one per Serve still in its accept loop
 	accepting  []net.Listener     // being served (Serve, ServeTLS), closed by Handover
@@ -108,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		tunnels: make(map[*tunnel]struct{}),
 		busy:    make(map[net.Conn]struct{}),
 	}
+	s.caps = listen.NewCaps(cfg.ConnCaps())
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
 	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
@@ -217,10 +221,7 @@ func (s *Server) Reload(cfg Config) error {
 	if s.tls != nil {
 		_ = s.tls.Reload() // logged by the store; the old certificate stays
 	}
-	maxConns, perIP := st.cfg.ConnCaps()
-	for _, l := range s.listeners {
-		l.SetLimits(maxConns, perIP)
-	}
+	s.caps.SetLimits(st.cfg.ConnCaps())
 	return nil
 }
 
@@ -253,8 +254,8 @@ func (s *Server) ListenAndServe() error {
 // returns a non-nil error and closes ln. The proxy's own address is added
 // to the policy's built-in denies, so a client cannot loop it into itself.
 // ln is wrapped in a listen.Listener: connections are capped from accept
-// (MaxConns, MaxConnsPerIP) and PROXY headers honoured from
-// ProxyProtocolFrom.
+// (MaxConns, MaxConnsPerIP, counted over every listener the Server serves)
+// and PROXY headers honoured from ProxyProtocolFrom.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.serve(ln, s.tls != nil && s.state.Load().cfg.TLSListen == "")
 }
@@ -273,7 +274,7 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
 	s.log.Info("metrics listening", keyAddr, ln.Addr().String())
-	return hs.Serve(listen.New(ln, listen.Config{MaxConns: metricsMaxConns, MaxConnsPerIP: metricsMaxConnsPerIP}))
+	return hs.Serve(listen.New(ln, listen.Config{Caps: listen.NewCaps(metricsMaxConns, metricsMaxConnsPerIP)}))
 }
 
 // addSelf adds one of the proxy's own listening addresses to the denies.

@@ -126,19 +126,16 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 	}
 	// The cap and PROXY-protocol listener sits on the raw socket, under
 	// TLS: a PROXY header comes before the TLS handshake, and a connection
-	// counts from accept, not from a finished handshake.
-	s.mu.Lock() // so a Reload cannot slip between the caps and the list
+	// counts from accept, not from a finished handshake. Every client
+	// listener counts against the one s.caps.
 	cfg := s.state.Load().cfg
-	maxConns, perIP := cfg.ConnCaps()
 	l := listen.New(ln, listen.Config{
-		MaxConns:      maxConns,
-		MaxConnsPerIP: perIP,
+		Caps:          s.caps,
 		ProxyFrom:     cfg.ProxyProtocolFrom,
 		HeaderTimeout: cfg.HeaderTimeout,
 		OnRefuse:      s.connRefused,
 	})
-	s.listeners = append(s.listeners, l)
-	s.mu.Unlock()
+	u := s.caps.Usage()
 	var srv net.Listener = l
 	if useTLS {
 		s.startTLS()
@@ -146,7 +143,7 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 		srv = tls.NewListener(l, s.tls.ServerConfig())
 	}
 	// test/clients/run reads addr and tls next to each other: keep them so.
-	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, maxConns, keyMaxConnsPerIP, perIP)
+	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, u.MaxConns, keyMaxConnsPerIP, u.MaxConnsPerIP)
 	s.mu.Lock()
 	s.accepting = append(s.accepting, srv)
 	s.serving.Add(1)

@@ -145,16 +145,21 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 	// test/clients/run reads addr and tls next to each other: keep them so.
 	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, u.MaxConns, keyMaxConnsPerIP, u.MaxConnsPerIP)
 	s.mu.Lock()
-	s.accepting = append(s.accepting, srv)
+	if s.draining || s.handover { // too late: stopAccepting has run or is running
+		s.mu.Unlock()
+		srv.Close()
+		return http.ErrServerClosed
+	}
+	s.accepting = append(s.accepting, ln) // the raw socket: see stopAccepting
 	s.serving.Add(1)
 	s.mu.Unlock()
 	defer s.serving.Done()
 	err := s.http.Serve(srv)
 	s.mu.Lock()
-	handover := s.handover
+	stopped := s.draining || s.handover
 	s.mu.Unlock()
-	if handover {
-		err = http.ErrServerClosed // Handover closed ln
+	if stopped {
+		err = http.ErrServerClosed // stopAccepting closed ln
 	}
 	return err
 }
@@ -200,6 +205,13 @@ func (s *Server) certsOnly(q *request) bool {
 func (s *Server) servePAC(w http.ResponseWriter, r *http.Request, st *state) bool {
 	if st.pac == nil || r.URL.Path != pacPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		return false
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		// Not back to idle: the drain would wait for the conn.
+		w.Header().Set("Connection", "close")
 	}
 	st.pac.ServeHTTP(w, r)
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "pac served", slog.String(keyClient, r.RemoteAddr))

@@ -42,17 +42,9 @@ func newMetricsServer(h http.Handler, headerTimeout time.Duration) *http.Server 
 }
 
 // clientConns is the number of client connections held by the listeners
-// Serve wrapped, for wsegress_client_conns.
-func (s *Server) clientConns() int {
-	s.mu.Lock()
-	ls := s.listeners
-	s.mu.Unlock()
-	n := 0
-	for _, l := range ls {
-		n += l.Stats().Conns
-	}
-	return n
-}
+// Serve and ServeTLS wrapped (all of them: they share s.caps), for
+// wsegress_client_conns.
+func (s *Server) clientConns() int { return s.caps.Usage().Conns }
 
 // connRefused is the client listeners' OnRefuse: it counts the refusal
 // and logs it, rate-limited. It runs on the accepting goroutine.

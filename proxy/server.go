@@ -37,6 +37,10 @@ type Server struct {
 	http    *http.Server
 	gp      *goproxy.ProxyHttpServer
 	refusal *refusalLog // logs connections refused at accept, rate-limited
+	// caps counts the connections of every client listener Serve and
+	// ServeTLS wrap, so --max-conns and --max-conns-per-ip hold for the
+	// process, however many sockets it listens on.
+	caps *listen.Caps
 
 	// tls, if non-nil, holds the TLS listener's certificates (TLSCert);
 	// userMode names the user of a client certificate. Both fixed at New.
@@ -57,16 +61,15 @@ type Server struct {
 	mu         sync.Mutex // guards the following fields
 	tunnels    map[*tunnel]struct{}
 	draining   bool
-	handover   bool               // the listeners were handed to a successor process (Handover)
-	self       acl.Options        // the proxy's own addresses, denied as targets
-	metricsSrv []*http.Server     // started by ServeMetrics, closed last by Shutdown
-	listeners  []*listen.Listener // client listeners wrapped by Serve, for Reload and metrics
-	wg         sync.WaitGroup     // one per CONNECT or upgrade in progress or established
-	serving    sync.WaitGroup     // one per Serve still in its accept loop
-	accepting  []net.Listener     // being served (Serve, ServeTLS), closed by Handover
+	handover   bool           // the listeners were handed to a successor process (Handover)
+	self       acl.Options    // the proxy's own addresses, denied as targets
+	metricsSrv []*http.Server // started by ServeMetrics, closed last by Shutdown
+	wg         sync.WaitGroup // one per CONNECT or upgrade in progress or established
+	serving    sync.WaitGroup // one per Serve still in its accept loop
+	accepting  []net.Listener // raw sockets being served (Serve, ServeTLS), closed by stopAccepting
 
 	busyMu sync.Mutex            // guards busy
-	busy   map[net.Conn]struct{} // client conns net/http reads or serves a request on
+	busy   map[net.Conn]struct{} // client conns net/http has not closed or handed over (see connState)
 }
 
 // state is what a reload replaces: the configuration and what is compiled
@@ -108,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		tunnels: make(map[*tunnel]struct{}),
 		busy:    make(map[net.Conn]struct{}),
 	}
+	s.caps = listen.NewCaps(cfg.ConnCaps())
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
 	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
@@ -217,10 +221,7 @@ func (s *Server) Reload(cfg Config) error {
 	if s.tls != nil {
 		_ = s.tls.Reload() // logged by the store; the old certificate stays
 	}
-	maxConns, perIP := st.cfg.ConnCaps()
-	for _, l := range s.listeners {
-		l.SetLimits(maxConns, perIP)
-	}
+	s.caps.SetLimits(st.cfg.ConnCaps())
 	return nil
 }
 
@@ -253,8 +254,8 @@ func (s *Server) ListenAndServe() error {
 // returns a non-nil error and closes ln. The proxy's own address is added
 // to the policy's built-in denies, so a client cannot loop it into itself.
 // ln is wrapped in a listen.Listener: connections are capped from accept
-// (MaxConns, MaxConnsPerIP) and PROXY headers honoured from
-// ProxyProtocolFrom.
+// (MaxConns, MaxConnsPerIP, counted over every listener the Server serves)
+// and PROXY headers honoured from ProxyProtocolFrom.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.serve(ln, s.tls != nil && s.state.Load().cfg.TLSListen == "")
 }
@@ -273,7 +274,7 @@ func (s *Server) ServeMetrics(ln net.Listener) error {
 	s.metricsSrv = append(s.metricsSrv, hs)
 	s.mu.Unlock()
 	s.log.Info("metrics listening", keyAddr, ln.Addr().String())
-	return hs.Serve(listen.New(ln, listen.Config{MaxConns: metricsMaxConns, MaxConnsPerIP: metricsMaxConnsPerIP}))
+	return hs.Serve(listen.New(ln, listen.Config{Caps: listen.NewCaps(metricsMaxConns, metricsMaxConnsPerIP)}))
 }
 
 // addSelf adds one of the proxy's own listening addresses to the denies.
@@ -298,9 +299,19 @@ func (s *Server) addSelf(a net.Addr) error {
 	return nil
 }
 
-// Shutdown stops accepting, waits for open tunnels to end until ctx is
-// done, then closes what is left and waits for it to wind down. It returns
-// ctx.Err() if tunnels had to be closed by force.
+// Shutdown stops accepting, answers the connections already accepted,
+// waits for open tunnels to end until ctx is done, then closes what is
+// left and waits for it to wind down. It returns ctx.Err() if tunnels had
+// to be closed by force.
+//
+// No accepted connection is closed without an answer while ctx lasts: a
+// request read before the drain began is served as usual (a CONNECT gets
+// its tunnel, which is then drained), and one that arrives after, on a
+// connection accepted before (new, or idle after an earlier answer), gets
+// 503 "proxy shutting down" with Retry-After and Connection: close. A
+// connection that sends nothing is closed by --header-timeout. Only
+// connections not yet handed to net/http (still in the listen backlog,
+// or still sending their PROXY header) are closed unanswered.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -308,9 +319,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.log.Info("draining", keyTunnels, open)
 
-	// Stops the listener and waits for requests still being handled (a
-	// CONNECT between accept and its 200); hijacked tunnels are ours.
-	err := s.http.Shutdown(ctx)
+	err := s.stopAccepting(ctx)
+	// Waits for requests still being handled (a CONNECT between accept
+	// and its 200) and closes idle conns; hijacked tunnels are ours.
+	if herr := s.http.Shutdown(ctx); err == nil {
+		err = herr
+	}
 
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -347,7 +361,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Handover(ctx context.Context) error {
 	s.mu.Lock()
 	s.handover = true
-	metricsSrv, accepting := s.metricsSrv, s.accepting
+	metricsSrv := s.metricsSrv
 	s.metricsSrv = nil
 	open := len(s.tunnels)
 	s.mu.Unlock()
@@ -357,26 +371,9 @@ func (s *Server) Handover(ctx context.Context) error {
 	for _, hs := range metricsSrv {
 		wg.Go(func() { _ = hs.Shutdown(ctx) })
 	}
-	// Not http.Server.Shutdown yet: from its start net/http closes, with no
-	// answer, every connection whose first request it has not read. Close
-	// the listeners instead (the sockets live on in the successor), let
-	// the accept loops end, and wait until no accepted connection is
-	// still on its way to an answer or a tunnel.
-	for _, ln := range accepting {
-		ln.Close()
-	}
-	s.serving.Wait()
-	tick := time.NewTicker(5 * time.Millisecond)
-	for s.busyConns() > 0 {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	tick.Stop()
+	// Requests on accepted conns are served (not refused as draining)
+	// until every one has had its answer; then Shutdown drains.
+	_ = s.stopAccepting(ctx) // Shutdown reports ctx's error
 	wg.Wait()
 	for _, hs := range metricsSrv {
 		hs.Close()
@@ -384,14 +381,49 @@ func (s *Server) Handover(ctx context.Context) error {
 	return s.Shutdown(ctx)
 }
 
-// connState tracks the client conns between accept and a request's end
-// (or its hijack), for Handover.
+// stopAccepting closes the client listeners, lets the accept loops end and
+// waits until every accepted conn has been closed or hijacked, or ctx is
+// done (then it returns ctx.Err()). Not http.Server.Shutdown: from its
+// start net/http closes, with no answer, every conn it has not read a
+// request on (new and idle ones) and drops a request it reads after
+// that. So until this returns the conns get their answers: those of a
+// draining proxy when Shutdown called it, the usual ones for Handover
+// (whose successor accepts on the same sockets). An idle conn ends at
+// --header-timeout (http.Server.IdleTimeout) unless it sends a request.
+//
+// It closes the raw sockets, under the listen.Listener: a conn that
+// Listener has accepted (and counted) is still handed to net/http before
+// its accept loop sees the close, so it gets its answer too.
+func (s *Server) stopAccepting(ctx context.Context) error {
+	s.mu.Lock()
+	accepting := s.accepting
+	s.accepting = nil
+	s.mu.Unlock()
+	for _, ln := range accepting {
+		ln.Close()
+	}
+	s.serving.Wait()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.busyConns() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// connState tracks the client conns net/http holds, from accept until it
+// closes one or hands it to a tunnel (idle ones too: a request may still
+// come on them), for stopAccepting.
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	s.busyMu.Lock()
-	if st == http.StateNew || st == http.StateActive {
-		s.busy[c] = struct{}{}
-	} else {
+	if st == http.StateHijacked || st == http.StateClosed {
 		delete(s.busy, c)
+	} else {
+		s.busy[c] = struct{}{}
 	}
 	s.busyMu.Unlock()
 }

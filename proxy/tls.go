@@ -126,19 +126,16 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 	}
 	// The cap and PROXY-protocol listener sits on the raw socket, under
 	// TLS: a PROXY header comes before the TLS handshake, and a connection
-	// counts from accept, not from a finished handshake.
-	s.mu.Lock() // so a Reload cannot slip between the caps and the list
+	// counts from accept, not from a finished handshake. Every client
+	// listener counts against the one s.caps.
 	cfg := s.state.Load().cfg
-	maxConns, perIP := cfg.ConnCaps()
 	l := listen.New(ln, listen.Config{
-		MaxConns:      maxConns,
-		MaxConnsPerIP: perIP,
+		Caps:          s.caps,
 		ProxyFrom:     cfg.ProxyProtocolFrom,
 		HeaderTimeout: cfg.HeaderTimeout,
 		OnRefuse:      s.connRefused,
 	})
-	s.listeners = append(s.listeners, l)
-	s.mu.Unlock()
+	u := s.caps.Usage()
 	var srv net.Listener = l
 	if useTLS {
 		s.startTLS()
@@ -146,18 +143,23 @@ func (s *Server) serve(ln net.Listener, useTLS bool) error {
 		srv = tls.NewListener(l, s.tls.ServerConfig())
 	}
 	// test/clients/run reads addr and tls next to each other: keep them so.
-	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, maxConns, keyMaxConnsPerIP, perIP)
+	s.log.Info("listening", keyAddr, ln.Addr().String(), keyTLS, useTLS, keyMaxConns, u.MaxConns, keyMaxConnsPerIP, u.MaxConnsPerIP)
 	s.mu.Lock()
-	s.accepting = append(s.accepting, srv)
+	if s.draining || s.handover { // too late: stopAccepting has run or is running
+		s.mu.Unlock()
+		srv.Close()
+		return http.ErrServerClosed
+	}
+	s.accepting = append(s.accepting, ln) // the raw socket: see stopAccepting
 	s.serving.Add(1)
 	s.mu.Unlock()
 	defer s.serving.Done()
 	err := s.http.Serve(srv)
 	s.mu.Lock()
-	handover := s.handover
+	stopped := s.draining || s.handover
 	s.mu.Unlock()
-	if handover {
-		err = http.ErrServerClosed // Handover closed ln
+	if stopped {
+		err = http.ErrServerClosed // stopAccepting closed ln
 	}
 	return err
 }
@@ -203,6 +205,13 @@ func (s *Server) certsOnly(q *request) bool {
 func (s *Server) servePAC(w http.ResponseWriter, r *http.Request, st *state) bool {
 	if st.pac == nil || r.URL.Path != pacPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		return false
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		// Not back to idle: the drain would wait for the conn.
+		w.Header().Set("Connection", "close")
 	}
 	st.pac.ServeHTTP(w, r)
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "pac served", slog.String(keyClient, r.RemoteAddr))

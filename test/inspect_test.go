@@ -479,9 +479,11 @@ func TestInspectAbsoluteForm(t *testing.T) {
 			if report {
 				result = "would_deny"
 			}
-			if got := sc.value(t, `wsegress_tunnels_total{result="`+result+`"}`); got != 2 {
-				t.Errorf("%s = %v; want 2", result, got)
-			}
+			// Counted when the request ends, which is after the client has
+			// read its answer.
+			eventually(t, 5*time.Second, result+" = 2", func() bool {
+				return sc.value(t, `wsegress_tunnels_total{result="`+result+`"}`) == 2
+			})
 		})
 	}
 }

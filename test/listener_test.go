@@ -2,6 +2,8 @@ package test
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -108,6 +110,86 @@ func TestMaxConns(t *testing.T) {
 		t.Fatalf("CONNECT after the cap was raised: %v %v; want 200", resp, err)
 	}
 	assertClosedWithin(t, w.client(t, ""), 5*time.Second, "connection over the raised cap")
+}
+
+// TestMaxConnsAcrossListeners: a plain and a TLS (--tls-listen) listener
+// share one --max-conns and one --max-conns-per-ip: connections on either
+// count against both caps, and wsegress_client_conns counts each once.
+func TestMaxConnsAcrossListeners(t *testing.T) {
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t, "ca")
+	_, cert, key := ca.issue(t, t.TempDir(), "proxy", serverCert("127.0.0.1"))
+	w := newWorld(t, func(c *proxy.Config) {
+		c.MaxConns, c.MaxConnsPerIP = 4, 2
+		c.HeaderTimeout = 10 * time.Second // the silent conns must outlive the test
+		c.TLSCert, c.TLSKey, c.TLSListen = cert, key, tln.Addr().String()
+	})
+	served := make(chan error, 1)
+	go func() { served <- w.proxy.ServeTLS(tln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		w.proxy.Shutdown(ctx)
+		<-served
+	})
+	sc := newScraper(t, w)
+	dialTLS := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", tln.Addr().String())
+		if err != nil {
+			skipOrFail(t, "dial from %s: %v", src, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	conns := func(want float64) {
+		t.Helper()
+		eventually(t, 5*time.Second, fmt.Sprintf("%v client conns counted", want), func() bool {
+			return sc.value(t, "wsegress_client_conns") == want
+		})
+	}
+
+	// 127.0.0.2 holds one conn on each listener: its per-IP cap is full
+	// on both.
+	w.client(t, "127.0.0.2")
+	dialTLS("127.0.0.2")
+	conns(2)
+	assertClosedWithin(t, dialTLS("127.0.0.2"), 5*time.Second, "third conn of 127.0.0.2, on the TLS listener")
+	assertClosedWithin(t, w.client(t, "127.0.0.2"), 5*time.Second, "third conn of 127.0.0.2, on the plain listener")
+
+	// Two more clients fill --max-conns (4) across both listeners.
+	w.client(t, "127.0.0.3")
+	held := dialTLS("127.0.0.4")
+	conns(4)
+	assertClosedWithin(t, dialTLS("127.0.0.5"), 5*time.Second, "fifth conn, on the TLS listener")
+	assertClosedWithin(t, w.client(t, "127.0.0.5"), 5*time.Second, "fifth conn, on the plain listener")
+	m := sc.metrics(t)
+	if got, want := m["wsegress_client_conns"], 4.0; got != want {
+		t.Errorf("wsegress_client_conns = %v; want %v", got, want)
+	}
+	if c, ip := m[`wsegress_limit_refusals_total{kind="conns"}`], m[`wsegress_limit_refusals_total{kind="conns_per_ip"}`]; c != 2 || ip != 2 {
+		t.Errorf("refusals: conns %v, conns_per_ip %v; want 2 and 2", c, ip)
+	}
+
+	// A conn closed on the TLS listener makes room for a tunnel through
+	// TLS from 127.0.0.5.
+	held.Close()
+	conns(3)
+	tc := tls.Client(dialTLS("127.0.0.5"), &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"})
+	p := &proxyConn{Conn: tc, br: bufio.NewReader(tc)}
+	p.SetDeadline(time.Now().Add(10 * time.Second))
+	target := w.ws.Listener.Addr().String()
+	if resp, _, err := p.connect(target); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT over TLS after a conn closed: %v %v; want 200", resp, err)
+	}
+	if err := p.wsEcho(target, "both"); err != nil {
+		t.Fatalf("echo over TLS: %v", err)
+	}
+	conns(4)
 }
 
 // TestIPv6Slash64ViaProxyProtocol: behind a trusted balancer (PROXY v2

@@ -18,7 +18,7 @@ import (
 // through Read.
 type conn struct {
 	net.Conn // the accepted socket
-	l        *Listener
+	caps     *Caps
 	key      netip.Prefix // per-IP key held; zero if none
 	remote   net.Addr     // the real client
 	via      net.Addr     // the balancer, if a PROXY header was honoured
@@ -54,7 +54,7 @@ func (c *conn) RemoteAddr() net.Addr { return c.remote }
 // call gives them back.
 func (c *conn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.l.release(c.key)
+		c.caps.leave(c.key)
 	}
 	return c.Conn.Close()
 }

@@ -84,7 +84,7 @@ func TestRefusalsLeakNoFDs(t *testing.T) {
 		t.Skip("no /proc/self/fd")
 	}
 	checkGoroutines(t)
-	w := newWorld(t, "tcp", "127.0.0.1:0", Config{MaxConns: 1, ProxyFrom: mustPrefixes(t, "127.0.0.20")})
+	w := newWorld(t, "tcp", "127.0.0.1:0", Config{Caps: NewCaps(1, 0), ProxyFrom: mustPrefixes(t, "127.0.0.20")})
 	w.dial("")
 	w.accept()
 	base := openFDs(t)

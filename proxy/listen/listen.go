@@ -57,13 +57,10 @@ type Refusal struct {
 // Config is the Listener's configuration. The zero value caps nothing and
 // trusts no PROXY header.
 type Config struct {
-	// MaxConns caps the client connections held at once, from accept to
-	// Close, tunnels included. <= 0: unlimited.
-	MaxConns int
-	// MaxConnsPerIP caps them per client key (see ClientKey), keyed by the
-	// real client address: the one from the PROXY header where one was
-	// honoured. <= 0: unlimited.
-	MaxConnsPerIP int
+	// Caps counts the Listener's connections and caps them, together with
+	// those of every other Listener given the same Caps. If nil, the
+	// Listener counts its own, with no cap.
+	Caps *Caps
 	// ProxyFrom lists the sources (balancers) whose PROXY protocol header
 	// is honoured, and required: a connection from one of them is closed
 	// unless it opens with a valid v1 or v2 header within HeaderTimeout.
@@ -115,19 +112,16 @@ func ParseProxyFrom(values []string) ([]netip.Prefix, error) {
 	return out, errors.Join(errs...)
 }
 
-// Stats is a snapshot of the Listener's counts, for metrics.
+// Stats is a snapshot of a Listener, for metrics and tests.
 type Stats struct {
-	Conns    int // client connections held, from accept to Close
-	MaxConns int // 0: unlimited
-	// BusiestIP is the connection count of the client key holding the
-	// most, BusiestKey that key.
-	BusiestIP     int
-	BusiestKey    netip.Prefix
-	MaxConnsPerIP int // 0: unlimited
-	// HeaderPending counts connections from trusted sources whose PROXY
-	// header is still being read (they are in Conns too).
+	// Usage is that of the Listener's Caps: the connections of every
+	// Listener sharing it.
+	Usage
+	// HeaderPending counts this Listener's connections from trusted
+	// sources whose PROXY header is still being read (they are in Conns
+	// too).
 	HeaderPending int
-	Refused       [numKinds]uint64 // by Kind
+	Refused       [numKinds]uint64 // by Kind, by this Listener
 }
 
 // Listener wraps a net.Listener; see Config. Accept returns only conns
@@ -141,6 +135,7 @@ type Stats struct {
 // waits for them.
 type Listener struct {
 	ln        net.Listener
+	caps      *Caps
 	trusted   []netip.Prefix
 	timeout   time.Duration
 	onRefuse  func(Refusal)
@@ -150,11 +145,7 @@ type Listener struct {
 	wg        sync.WaitGroup
 	refused   [numKinds]atomic.Uint64
 
-	mu         sync.Mutex // guards the following fields
-	maxConns   int
-	maxPerIP   int
-	conns      int
-	perIP      map[netip.Prefix]int
+	mu         sync.Mutex            // guards the following fields
 	pending    map[net.Conn]struct{} // trusted conns whose header is being read
 	closed     bool
 	acceptErr  error // why the accept loop stopped
@@ -174,15 +165,16 @@ type accepted struct {
 func New(ln net.Listener, cfg Config) *Listener {
 	l := &Listener{
 		ln:       ln,
+		caps:     cfg.Caps,
 		trusted:  append([]netip.Prefix(nil), cfg.ProxyFrom...),
 		timeout:  cfg.HeaderTimeout,
 		onRefuse: cfg.OnRefuse,
 		ready:    make(chan accepted),
 		done:     make(chan struct{}),
-		maxConns: max(cfg.MaxConns, 0),
-		maxPerIP: max(cfg.MaxConnsPerIP, 0),
-		perIP:    make(map[netip.Prefix]int),
 		pending:  make(map[net.Conn]struct{}),
+	}
+	if l.caps == nil {
+		l.caps = new(Caps)
 	}
 	if l.timeout <= 0 {
 		l.timeout = 10 * time.Second
@@ -226,30 +218,16 @@ func (l *Listener) Close() error {
 // Addr returns the wrapped listener's address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
-// SetLimits replaces MaxConns and MaxConnsPerIP (on SIGHUP). Held conns
-// are never closed; lowering a cap only refuses new ones until usage drops.
-func (l *Listener) SetLimits(maxConns, maxConnsPerIP int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.maxConns, l.maxPerIP = max(maxConns, 0), max(maxConnsPerIP, 0)
-}
-
-// Stats returns a snapshot. It walks every client key held, so call it
-// per scrape, not per connection.
+// Stats returns a snapshot. Like Caps.Usage it walks every client key
+// held, so call it per scrape, not per connection.
 func (l *Listener) Stats() Stats {
-	var s Stats
+	s := Stats{Usage: l.caps.Usage()}
 	for k := range s.Refused {
 		s.Refused[k] = l.refused[k].Load()
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	s.Conns, s.MaxConns, s.MaxConnsPerIP = l.conns, l.maxConns, l.maxPerIP
 	s.HeaderPending = len(l.pending)
-	for k, n := range l.perIP {
-		if n > s.BusiestIP {
-			s.BusiestIP, s.BusiestKey = n, k
-		}
-	}
+	l.mu.Unlock()
 	return s
 }
 
@@ -290,7 +268,7 @@ func (l *Listener) acceptLoop() {
 	}
 }
 
-// admit applies the global cap to a fresh conn, then either reads its
+// admit applies the connection cap to a fresh conn, then either reads its
 // PROXY header in a goroutine (trusted source) or applies the per-IP cap
 // and hands it to Accept.
 func (l *Listener) admit(raw net.Conn) {
@@ -301,13 +279,12 @@ func (l *Listener) admit(raw net.Conn) {
 		raw.Close()
 		return
 	}
-	if l.maxConns > 0 && l.conns >= l.maxConns {
+	if !l.caps.enter() {
 		l.mu.Unlock()
 		raw.Close()
 		l.refuse(Refusal{Kind: KindConns, Remote: peer})
 		return
 	}
-	l.conns++
 	if l.isTrusted(addrIP(peer)) {
 		l.pending[raw] = struct{}{}
 		l.wg.Add(1)
@@ -334,40 +311,18 @@ func (l *Listener) isTrusted(ip netip.Addr) bool {
 }
 
 // count applies the per-IP cap for client, the real client address, to a
-// conn that already holds a global slot. It returns the wrapped conn, or
-// nil after closing raw and giving the global slot back.
+// conn that already holds a connection slot. It returns the wrapped conn,
+// or nil after closing raw and giving the connection slot back.
 func (l *Listener) count(raw net.Conn, client, via net.Addr, buffered []byte) *conn {
 	key := ClientKey(addrIP(client))
-	l.mu.Lock()
-	if key.IsValid() {
-		if l.maxPerIP > 0 && l.perIP[key] >= l.maxPerIP {
-			l.conns--
-			l.mu.Unlock()
-			raw.Close()
-			l.refuse(Refusal{Kind: KindConnsPerIP, Remote: client, Via: via, Key: key})
-			return nil
-		}
-		l.perIP[key]++
+	if !l.caps.enterKey(key) {
+		raw.Close()
+		l.refuse(Refusal{Kind: KindConnsPerIP, Remote: client, Via: via, Key: key})
+		return nil
 	}
-	l.mu.Unlock()
-	c := &conn{Conn: raw, l: l, key: key, remote: client, via: via, buf: buffered}
+	c := &conn{Conn: raw, caps: l.caps, key: key, remote: client, via: via, buf: buffered}
 	c.buffered.Store(len(buffered) > 0)
 	return c
-}
-
-// release gives back the slots of a conn that Accept returned (or was
-// about to).
-func (l *Listener) release(key netip.Prefix) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.conns--
-	if key.IsValid() {
-		if n := l.perIP[key]; n <= 1 {
-			delete(l.perIP, key)
-		} else {
-			l.perIP[key] = n - 1
-		}
-	}
 }
 
 // deliver hands a to Accept, or closes a's conn if the Listener is closed
@@ -402,10 +357,10 @@ func (l *Listener) readHeader(raw net.Conn) {
 	l.mu.Lock()
 	delete(l.pending, raw)
 	closed := l.closed
-	if err != nil || closed {
-		l.conns--
-	}
 	l.mu.Unlock()
+	if err != nil || closed {
+		l.caps.leave(netip.Prefix{})
+	}
 	if closed {
 		raw.Close()
 		return

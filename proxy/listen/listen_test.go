@@ -17,7 +17,7 @@ import (
 
 func TestMaxConns(t *testing.T) {
 	checkGoroutines(t)
-	w := newWorld(t, "tcp", "127.0.0.1:0", Config{MaxConns: 2})
+	w := newWorld(t, "tcp", "127.0.0.1:0", Config{Caps: NewCaps(2, 0)})
 	c1, c2 := w.dial(""), w.dial("")
 	s1, _ := w.accept(), w.accept()
 	assertOpen(t, c1)
@@ -47,7 +47,7 @@ func TestMaxConns(t *testing.T) {
 
 func TestReleaseToZero(t *testing.T) {
 	checkGoroutines(t)
-	w := newWorld(t, "tcp", "127.0.0.1:0", Config{MaxConns: 10, MaxConnsPerIP: 10})
+	w := newWorld(t, "tcp", "127.0.0.1:0", Config{Caps: NewCaps(10, 10)})
 	var srv []net.Conn
 	for range 5 {
 		w.dial("127.0.0.1")
@@ -67,7 +67,7 @@ func TestReleaseToZero(t *testing.T) {
 
 func TestMaxConnsPerIP(t *testing.T) {
 	checkGoroutines(t)
-	w := newWorld(t, "tcp", "127.0.0.1:0", Config{MaxConnsPerIP: 2})
+	w := newWorld(t, "tcp", "127.0.0.1:0", Config{Caps: NewCaps(0, 2)})
 	a1, a2 := w.dial("127.0.0.2"), w.dial("127.0.0.2")
 	w.accept()
 	w.accept()
@@ -99,7 +99,7 @@ func TestMaxConnsPerIPv6Loopback(t *testing.T) {
 		t.Skip("no IPv6 loopback")
 	}
 	checkGoroutines(t)
-	w := newWorld(t, "tcp6", "[::1]:0", Config{MaxConnsPerIP: 1})
+	w := newWorld(t, "tcp6", "[::1]:0", Config{Caps: NewCaps(0, 1)})
 	c := w.dial("::1")
 	s := w.accept()
 	if k := ClientKey(addrIP(s.RemoteAddr())); k != netip.MustParsePrefix("::/64") {
@@ -319,7 +319,7 @@ func TestProxyProtocolSlowHeader(t *testing.T) {
 // header, by /64.
 func TestProxyProtocolPerIPv6(t *testing.T) {
 	checkGoroutines(t)
-	w := newWorld(t, "tcp", "127.0.0.1:0", Config{ProxyFrom: mustPrefixes(t, "127.0.0.10"), MaxConnsPerIP: 1})
+	w := newWorld(t, "tcp", "127.0.0.1:0", Config{ProxyFrom: mustPrefixes(t, "127.0.0.10"), Caps: NewCaps(0, 1)})
 	c1 := w.dial("127.0.0.10")
 	writeHeader(t, c1, 2, "[2001:db8:1:2::1]:1000", "[2001:db8::ff]:3128")
 	w.accept()

@@ -40,8 +40,14 @@ type Config struct {
 	// spread out), cleanly: FIN both ways, end reason "lifetime". It lets a
 	// fleet rebalance and bounds a drain. Zero means no limit.
 	MaxTunnelLifetime time.Duration
-	// KeepAlive is the TCP keep-alive period on client and target sockets
-	// (default 30s; negative disables).
+	// KeepAlive is the TCP keep-alive idle time on a tunnel's client and
+	// target sockets (default 30s; negative disables), with Go's default
+	// probe interval (15s) and count (9). It is switched on once the
+	// tunnel has lived that long, so short tunnels never pay its
+	// setsockopt calls; a connection that is not (yet) a tunnel is bounded
+	// by the header, dial and idle timeouts instead. A listener passed to
+	// Serve keeps its own per-accept settings: create it with
+	// net.ListenConfig{KeepAlive: -1} to leave keep-alive to this field.
 	KeepAlive time.Duration
 	// BodyTimeout closes a plain-HTTP request whose body sends no byte for
 	// that long (408 if no response has started; default 30s).

@@ -26,7 +26,9 @@ type dialer struct {
 
 func newDialer(cfg Config) (*dialer, error) {
 	d := &dialer{
-		net:      &net.Dialer{KeepAlive: cfg.KeepAlive},
+		// Keep-alive off here: tunnels switch it on once they are old
+		// enough to need it (armKeepAlive).
+		net:      &net.Dialer{KeepAlive: -1},
 		resolver: cfg.Resolver,
 	}
 	if d.resolver == nil {

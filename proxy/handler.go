@@ -24,12 +24,13 @@ import (
 type connInfo struct {
 	authFailures atomic.Int32 // 407s sent on this connection
 	via          string       // the balancer, when a PROXY header gave the client
+	conn         net.Conn     // the client connection, for keep-alive (armKeepAlive)
 }
 
 type connInfoKey struct{}
 
 func withConnInfo(ctx context.Context, c net.Conn) context.Context {
-	ci := &connInfo{}
+	ci := &connInfo{conn: c}
 	if via, ok := listen.Via(c); ok {
 		ci.via = via.String()
 	}

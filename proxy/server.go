@@ -230,7 +230,7 @@ func (s *Server) Reload(cfg Config) error {
 // (http.ErrServerClosed after Shutdown): the first of its listeners' errors.
 func (s *Server) ListenAndServe() error {
 	cfg := s.state.Load().cfg
-	lc := net.ListenConfig{KeepAlive: cfg.KeepAlive}
+	lc := net.ListenConfig{KeepAlive: -1} // per tunnel, later: see armKeepAlive
 	ln, err := lc.Listen(s.baseCtx, "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)

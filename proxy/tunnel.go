@@ -43,6 +43,10 @@ type tunnel struct {
 	open    bool // established: tracked, counted in wsegress_tunnels_open
 	settled bool // its result is counted in wsegress_tunnels_total
 
+	// keepAlive switches keep-alive on for both sockets once the tunnel is
+	// old enough (armKeepAlive); nil when keep-alive is off.
+	keepAlive *time.Timer
+
 	// abort, while set, closes client and target if the server is shut
 	// down during the handshake after hijack; stopAbort removes it.
 	stopAbort func() bool
@@ -122,6 +126,7 @@ func (t *tunnel) reach(w http.ResponseWriter, target acl.Target, parseErr error)
 		return false
 	}
 	t.target = conn
+	t.keepAlive = armKeepAlive(q.st.cfg.KeepAlive, connInfoFrom(q.r.Context()).conn, conn)
 	return true
 }
 
@@ -234,6 +239,9 @@ func (t *tunnel) close(res relay.Result) {
 	if t.stopAbort != nil {
 		t.stopAbort()
 		t.stopAbort = nil
+	}
+	if t.keepAlive != nil {
+		t.keepAlive.Stop()
 	}
 	if t.client != nil {
 		t.client.Close()

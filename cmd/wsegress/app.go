@@ -149,7 +149,7 @@ func serve(c *cli.Context, stderr io.Writer) error {
 	}
 
 	addrs := map[string]string{roleProxy: cfg.Listen, roleTLS: cfg.TLSListen, roleMetrics: cfg.MetricsListen}
-	socks, err := openSockets(log, addrs, c.String("pid-file"), cfg.KeepAlive)
+	socks, err := openSockets(log, addrs, c.String("pid-file"))
 	if err != nil {
 		return cli.Exit(err, 2)
 	}

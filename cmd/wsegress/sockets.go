@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/cloudflare/tableflip"
 	"github.com/coreos/go-systemd/v22/activation"
@@ -35,7 +34,6 @@ type sockets struct {
 	upg *tableflip.Upgrader // nil: no handover
 	// activated are systemd's sockets by role; nil without LISTEN_FDS.
 	activated map[string][]net.Listener
-	keepAlive time.Duration
 }
 
 // openSockets reads systemd's sockets (and removes LISTEN_* from the
@@ -43,8 +41,8 @@ type sockets struct {
 // own) and, when handover is on, starts the Upgrader.
 // addrs are the configured addresses by role, which unnamed sockets are
 // matched against.
-func openSockets(log *slog.Logger, addrs map[string]string, pidFile string, keepAlive time.Duration) (*sockets, error) {
-	s := &sockets{log: log, keepAlive: keepAlive}
+func openSockets(log *slog.Logger, addrs map[string]string, pidFile string) (*sockets, error) {
+	s := &sockets{log: log}
 	named, err := activation.ListenersWithNames()
 	if err != nil {
 		return nil, fmt.Errorf("systemd sockets (LISTEN_FDS): %w", err)
@@ -129,7 +127,9 @@ func (s *sockets) listen(role, addr string) ([]net.Listener, error) {
 			s.log.Info("using systemd's sockets; the configured address is ignored", "role", role, "addr", addr)
 		}
 	} else if addr != "" {
-		lc := net.ListenConfig{KeepAlive: s.keepAlive}
+		// Keep-alive off per accepted socket: the proxy switches it on for
+		// tunnels old enough to need it (proxy.Config.KeepAlive).
+		lc := net.ListenConfig{KeepAlive: -1}
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen %s: %w", addr, err)

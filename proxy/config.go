@@ -236,6 +236,13 @@ func (c Config) fixedChanges(old Config) []string {
 	add(c.ResponseHeaderTimeout != old.ResponseHeaderTimeout, "response-header-timeout")
 	add(c.MaxHeaderBytes != old.MaxHeaderBytes, "max-header-bytes")
 	add(c.KeepAlive != old.KeepAlive, "keep-alive")
+	add(c.MaxTunnelLifetime != old.MaxTunnelLifetime, "max-tunnel-lifetime")
+	// The TLS files' contents are re-read on reload; their names are not.
+	add(c.TLSListen != old.TLSListen, "tls-listen")
+	add(c.TLSCert != old.TLSCert, "tls-cert")
+	add(c.TLSKey != old.TLSKey, "tls-key")
+	add(c.TLSClientCA != old.TLSClientCA, "tls-client-ca")
+	add(c.TLSClientUser != old.TLSClientUser, "tls-client-user")
 	return names
 }
 
@@ -280,8 +287,8 @@ func (c Config) Validate() error {
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
-	} else if c.Htpasswd == "" && !c.NoAuth && !isLoopbackHost(host) && !(certsRequired && c.TLSListen == "") {
-		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and no --htpasswd is set: refusing to run an open proxy; add --htpasswd FILE, --tls-client-ca FILE (TLS on --listen) or --no-auth", c.Listen))
+	} else if c.Htpasswd == "" && !c.NoAuth && !c.onlyLocalClients(host) && !(certsRequired && c.TLSListen == "") {
+		errs = append(errs, fmt.Errorf("listen %q %s and no --htpasswd is set: refusing to run an open proxy; add --htpasswd FILE, --tls-client-ca FILE (TLS on --listen) or --no-auth", c.Listen, c.notLocalWhy()))
 	}
 	if c.Htpasswd != "" && c.NoAuth {
 		errs = append(errs, errors.New("--htpasswd and --no-auth contradict each other; pick one"))
@@ -340,6 +347,22 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("acl: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// onlyLocalClients reports whether a listener on host serves only clients
+// of this machine: a loopback address, and no PROXY protocol. Behind a
+// balancer that sends PROXY headers (even one on this host), the clients
+// are the balancer's, from anywhere.
+func (c Config) onlyLocalClients(host string) bool {
+	return isLoopbackHost(host) && len(c.ProxyProtocolFrom) == 0
+}
+
+// notLocalWhy says why a listener is not onlyLocalClients, for errors.
+func (c Config) notLocalWhy() string {
+	if len(c.ProxyProtocolFrom) > 0 {
+		return "takes PROXY protocol clients (--proxy-protocol-from), who come through a balancer from anywhere,"
+	}
+	return "is not a loopback address"
 }
 
 // isLoopbackHost reports whether a listen host only accepts local clients.

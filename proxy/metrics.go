@@ -170,7 +170,7 @@ func newMetrics() *metrics {
 
 	m.tunnelEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_tunnel_ends_total",
-		Help: "Established tunnels closed, by end reason (the end key of the log line): client_closed, target_closed, client_reset, target_reset, idle_timeout, lifetime, canceled (drain timeout), error, panic, target_refused_upgrade, response_sent.",
+		Help: "Established tunnels closed, by end reason (the end key of the log line): client_closed, target_closed, client_reset, target_reset, idle_timeout, lifetime, canceled (drain timeout), error, panic, target_refused_upgrade, response_sent, not_websocket.",
 	}, []string{"reason"})
 	m.endCounters = make(map[relay.EndReason]prometheus.Counter, len(endReasons))
 	for _, r := range endReasons {
@@ -214,7 +214,7 @@ func (m *metrics) TunnelResult(r result) {
 var endReasons = []relay.EndReason{
 	relay.EndClientClosed, relay.EndTargetClosed, relay.EndClientReset, relay.EndTargetReset,
 	relay.EndIdleTimeout, endLifetime, relay.EndCanceled, relay.EndError, relay.EndPanic,
-	endTargetRefused, endResponseSent,
+	endTargetRefused, endResponseSent, endNotWebSocket,
 }
 
 // TunnelEnded counts an established tunnel's end by its reason. The

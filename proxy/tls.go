@@ -46,8 +46,8 @@ func (c Config) validateTLS(certsRequired bool) []error {
 			errs = append(errs, fmt.Errorf("tls-listen %q: %w", c.TLSListen, err))
 		case c.TLSListen == c.Listen:
 			errs = append(errs, fmt.Errorf("--tls-listen %q is --listen too; give another address, or drop --tls-listen to speak TLS on --listen", c.TLSListen))
-		case c.Htpasswd == "" && !c.NoAuth && !certsRequired && !isLoopbackHost(host):
-			errs = append(errs, fmt.Errorf("tls-listen %q is not a loopback address and neither --htpasswd nor --tls-client-ca is set: refusing to run an open proxy; add one, or --no-auth", c.TLSListen))
+		case c.Htpasswd == "" && !c.NoAuth && !certsRequired && !c.onlyLocalClients(host):
+			errs = append(errs, fmt.Errorf("tls-listen %q %s and neither --htpasswd nor --tls-client-ca is set: refusing to run an open proxy; add one, or --no-auth", c.TLSListen, c.notLocalWhy()))
 		}
 	}
 	if c.TLSClientCA != "" && !c.tlsOn() {

@@ -199,6 +199,7 @@ func TestMaxConnsAcrossListeners(t *testing.T) {
 func TestIPv6Slash64ViaProxyProtocol(t *testing.T) {
 	w := newWorld(t, func(c *proxy.Config) {
 		c.ProxyProtocolFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.NoAuth = true // PROXY protocol clients are not local: explicit
 		c.Limits.PerIP = 1
 		c.MaxConnsPerIP = 2
 	})
@@ -257,6 +258,7 @@ func TestIPv6Slash64ViaProxyProtocol(t *testing.T) {
 func TestProxyProtocolRequired(t *testing.T) {
 	w := newWorld(t, func(c *proxy.Config) {
 		c.ProxyProtocolFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.NoAuth = true // PROXY protocol clients are not local: explicit
 		c.HeaderTimeout = 300 * time.Millisecond
 	})
 	sc := newScraper(t, w)

@@ -76,7 +76,8 @@ func TestCommands(t *testing.T) {
 		{"pac direct without proxy", []string{"check", "--pac-direct", "10.0.0.0/8"}, "", "--pac-direct needs --pac-proxy", 1},
 		{"pac bad direct", []string{"check", "--pac-proxy", "proxy.example.com:3128", "--pac-direct", "10.0.0.1/8"}, "", `write "10.0.0.0/8"`, 1},
 		{"pac proxy with scheme", []string{"check", "--pac-proxy", "https://proxy.example.com:3129"}, "", "without a scheme", 1},
-		{"check proxy protocol sources", []string{"check", "--proxy-protocol-from", "10.0.0.0/8,192.0.2.1", "--proxy-protocol-from", "2001:db8::/32"}, "PROXY protocol from 10.0.0.0/8, 192.0.2.1/32, 2001:db8::/32", "", 0},
+		{"check proxy protocol sources", []string{"check", "--no-auth", "--proxy-protocol-from", "10.0.0.0/8,192.0.2.1", "--proxy-protocol-from", "2001:db8::/32"}, "PROXY protocol from 10.0.0.0/8, 192.0.2.1/32, 2001:db8::/32", "", 0},
+		{"check proxy protocol needs auth", []string{"check", "--proxy-protocol-from", "10.0.0.0/8"}, "", "refusing to run an open proxy", 1},
 		{"check bad proxy protocol source", []string{"check", "--proxy-protocol-from", "10.0.0.1/8"}, "", "host bits", 1},
 		{"check conn caps derived", []string{"check", "--max-tunnels", "100"}, "max-conns-per-ip ", "", 0},
 		{"check conn caps off", []string{"check", "--max-conns", "-1", "--max-conns-per-ip", "7"}, "max-conns unlimited, max-conns-per-ip 7", "", 0},
@@ -230,7 +231,7 @@ func (s *syncBuffer) String() string {
 // sources separated by commas (or by ";", as every list variable does).
 func TestProxyProtocolFromEnv(t *testing.T) {
 	t.Setenv("WSEGRESS_PROXY_PROTOCOL_FROM", "10.0.0.0/8, 192.0.2.1;2001:db8::/32")
-	out, err := runCLI(t, context.Background(), "", "check")
+	out, err := runCLI(t, context.Background(), "", "check", "--no-auth")
 	if err != nil {
 		t.Fatalf("check: %v\n%s", err, out)
 	}

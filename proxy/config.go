@@ -27,6 +27,10 @@ type Config struct {
 	// IdleTimeout ends a tunnel after no byte moved in either direction for
 	// that long. Zero means never: WebSockets are long-lived.
 	IdleTimeout time.Duration
+	// WriteTimeout ends a tunnel whose destination accepted no byte for that
+	// long while bytes were waiting for it (a peer that stopped reading),
+	// with end reason write_timeout (default 15m, Squid's write_timeout).
+	WriteTimeout time.Duration
 	// HeaderTimeout bounds reading a request's headers, and a target's
 	// response headers to a WebSocket upgrade (default 10s).
 	HeaderTimeout time.Duration
@@ -93,6 +97,9 @@ func (c Config) Defaults() Config {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 10 * time.Second
 	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 15 * time.Minute
+	}
 	if c.HeaderTimeout == 0 {
 		c.HeaderTimeout = 10 * time.Second
 	}
@@ -137,6 +144,7 @@ func (c Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"dial-timeout": c.DialTimeout, "idle-timeout": c.IdleTimeout,
+		"write-timeout":  c.WriteTimeout,
 		"header-timeout": c.HeaderTimeout, "queue-timeout": c.QueueTimeout,
 	} {
 		if d < 0 {

@@ -82,7 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
-	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
+	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
 	st, err := s.buildState(cfg, acl.Options{}, nil)
 	if err != nil {

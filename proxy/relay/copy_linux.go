@@ -52,7 +52,15 @@ type sysState struct {
 	// (errWouldBlock) so that the direction parks in the Relay's epoll set.
 	noWait bool
 
-	recvFn, peekFn, fillFn, drainFn func(fd uintptr) bool
+	// tryWrite's buffer and outcome
+	wbuf []byte
+	wn   int
+	werr error
+	// spilled holds what a pipe held when dst had no room: the direction
+	// waits for dst with these buffers, having given the pipe back.
+	spilled []*[]byte
+
+	recvFn, peekFn, fillFn, drainFn, writeFn func(fd uintptr) bool
 }
 
 // rawSocket returns c's RawConn when the relay may use c's socket directly:
@@ -79,7 +87,7 @@ func (c *copier) init() {
 	}
 	c.sys.recvFn, c.sys.peekFn = c.recv, c.peek
 	if c.sys.dst = rawSocket(c.dst); c.sys.dst != nil {
-		c.sys.fillFn, c.sys.drainFn = c.fill, c.drain
+		c.sys.fillFn, c.sys.drainFn, c.sys.writeFn = c.fill, c.drain, c.writeNow
 	}
 }
 
@@ -230,6 +238,21 @@ func (c *copier) spliceFrom(bulk bool) error {
 		c.sys.pipe = p
 		before := c.n
 		err = c.spliceBurst()
+		if err == errDstFull {
+			// dst has no room: wait for it holding buffers, not the pipe
+			// (a pipe is two fds, and a stalled reader may stall for hours).
+			err = c.spill(p)
+			c.sys.pipe = nil
+			pipes.put(p)
+			if err == nil {
+				err = c.writeSpilled()
+			}
+			if err != nil {
+				return err
+			}
+			bulk = true
+			continue
+		}
 		c.sys.pipe = nil
 		pipes.put(p)
 		bulk = c.n-before >= bufSize
@@ -242,10 +265,88 @@ func (c *copier) spliceFrom(bulk bool) error {
 	}
 }
 
+// errDstFull: spliceBurst found no room in dst with bytes in the pipe.
+var errDstFull = errors.New("destination has no room")
+
+// spill moves the bytes held in p into pooled buffers, emptying p.
+func (c *copier) spill(p *splicePipe) error {
+	bufs := &c.t.spares.bufs
+	for p.n > 0 {
+		bp := bufs.Get().(*[]byte)
+		n, err := unix.Read(p.r, (*bp)[:min(len(*bp), p.n)])
+		if err == unix.EINTR {
+			bufs.Put(bp)
+			continue
+		}
+		if err != nil || n <= 0 {
+			bufs.Put(bp)
+			if err == nil {
+				err = io.ErrNoProgress // cannot happen: the pipe holds data
+			}
+			return c.srcErr(os.NewSyscallError("read pipe", err))
+		}
+		*bp = (*bp)[:n]
+		c.sys.spilled = append(c.sys.spilled, bp)
+		p.n -= n
+	}
+	return nil
+}
+
+// writeSpilled writes the spilled buffers to dst, waiting for room, and
+// gives them back.
+func (c *copier) writeSpilled() error {
+	var err error
+	for i, bp := range c.sys.spilled {
+		if err == nil {
+			err = c.writeWait(*bp)
+		}
+		*bp = (*bp)[:cap(*bp)]
+		c.t.spares.bufs.Put(bp)
+		c.sys.spilled[i] = nil
+	}
+	c.sys.spilled = c.sys.spilled[:0]
+	return err
+}
+
+// tryWrite writes b to dst once without waiting: a short count, or
+// errWriteWouldBlock when dst has no room (or a deadline passed: writeWait
+// sorts that out).
+func (c *copier) tryWrite(b []byte) (int, error) {
+	if c.sys.dst == nil {
+		return 0, errWriteWouldBlock
+	}
+	c.sys.wbuf, c.sys.wn, c.sys.werr = b, 0, nil
+	err := c.sys.dst.Write(c.sys.writeFn)
+	c.sys.wbuf = nil
+	switch {
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, errWriteWouldBlock
+	case err != nil:
+		return 0, err
+	case c.sys.werr == unix.EAGAIN:
+		return c.sys.wn, errWriteWouldBlock
+	case c.sys.werr != nil:
+		return c.sys.wn, os.NewSyscallError("write", c.sys.werr)
+	}
+	return c.sys.wn, nil
+}
+
+// writeNow is tryWrite's callback: one write(2), never a wait.
+func (c *copier) writeNow(fd uintptr) bool {
+	for {
+		n, err := unix.Write(int(fd), c.sys.wbuf)
+		if err == unix.EINTR {
+			continue
+		}
+		c.sys.wn, c.sys.werr = max(n, 0), err
+		return true
+	}
+}
+
 // spliceBurst moves what src has now through the pipe into dst. It returns
 // nil when src has nothing more for the moment (the pipe is then empty),
-// io.EOF at the end of src. It waits only for dst, and only while the pipe
-// holds data.
+// io.EOF at the end of src, errDstFull when dst has no room for what the
+// pipe holds. It never waits.
 func (c *copier) spliceBurst() error {
 	p := c.sys.pipe
 	for {
@@ -274,9 +375,13 @@ func (c *copier) spliceBurst() error {
 				c.count(c.sys.n)
 			}
 			switch {
+			case err == nil && c.sys.err == unix.EAGAIN:
+				return errDstFull
 			case err == nil && c.sys.err != nil:
 				return c.dstErr(os.NewSyscallError("splice", c.sys.err))
-			case err != nil && !c.keepWaiting(err, c.dst, false):
+			case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+				return errDstFull // a deadline left over: writeWait sorts it out
+			case err != nil:
 				return c.dstErr(err)
 			}
 		}
@@ -297,8 +402,8 @@ func (c *copier) fill(fd uintptr) bool {
 	}
 }
 
-// drain splices the pipe's data into the socket fd, asking to wait for
-// room (return false) when the socket is full.
+// drain splices the pipe's data into the socket fd. It never waits: when
+// the socket is full it reports EAGAIN, and the caller spills the pipe.
 func (c *copier) drain(fd uintptr) bool {
 	p := c.sys.pipe
 	for p.n > 0 {
@@ -306,8 +411,6 @@ func (c *copier) drain(fd uintptr) bool {
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
-			return false
 		case err != nil:
 			c.sys.err = err
 			return true

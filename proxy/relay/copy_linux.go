@@ -60,7 +60,10 @@ type sysState struct {
 	// waits for dst with these buffers, having given the pipe back.
 	spilled []*[]byte
 
-	recvFn, peekFn, fillFn, drainFn, writeFn func(fd uintptr) bool
+	// lbuf is a loop's buffer during readInline
+	lbuf []byte
+
+	recvFn, peekFn, fillFn, drainFn, writeFn, inlineFn func(fd uintptr) bool
 }
 
 // rawSocket returns c's RawConn when the relay may use c's socket directly:
@@ -85,7 +88,7 @@ func (c *copier) init() {
 	if c.sys.src = rawSocket(c.src); c.sys.src == nil {
 		return
 	}
-	c.sys.recvFn, c.sys.peekFn = c.recv, c.peek
+	c.sys.recvFn, c.sys.peekFn, c.sys.inlineFn = c.recv, c.peek, c.readNow
 	if c.sys.dst = rawSocket(c.dst); c.sys.dst != nil {
 		c.sys.fillFn, c.sys.drainFn, c.sys.writeFn = c.fill, c.drain, c.writeNow
 	}
@@ -122,6 +125,37 @@ func (c *copier) readChunk() (*[]byte, int, error) {
 	bp := c.sys.buf
 	c.sys.buf = nil
 	return bp, c.sys.n, nil
+}
+
+// readInline reads once from src into buf, never waiting: errWouldBlock if
+// src has nothing, io.EOF at its end.
+func (c *copier) readInline(buf []byte) (int, error) {
+	c.sys.lbuf = buf
+	err := c.sys.src.Read(c.sys.inlineFn)
+	c.sys.lbuf = nil
+	switch {
+	case err != nil:
+		return 0, c.srcErr(err)
+	case c.sys.err == unix.EAGAIN:
+		return 0, errWouldBlock
+	case c.sys.err != nil:
+		return 0, c.srcErr(os.NewSyscallError("read", c.sys.err))
+	case c.sys.n == 0:
+		return 0, io.EOF
+	}
+	return c.sys.n, nil
+}
+
+// readNow is readInline's callback: one read(2).
+func (c *copier) readNow(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), c.sys.lbuf)
+		if err == unix.EINTR {
+			continue
+		}
+		c.sys.n, c.sys.err = max(n, 0), err
+		return true
+	}
 }
 
 // recv reads what the socket has into a buffer borrowed for the purpose,

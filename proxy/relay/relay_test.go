@@ -682,7 +682,7 @@ func TestRelayIdleTunnelsHoldOnlyTheirSockets(t *testing.T) {
 				parked := m.name == "splice" && runtime.GOOS == "linux"
 				shared, perTunnel := 0, 2
 				if parked {
-					shared, perTunnel = 2, 0
+					shared, perTunnel = r.getSpares().park.fds(), 0
 				}
 				if got, want := total-total0, 4*n+2*spare+shared; got != want {
 					return fmt.Errorf("%d new fds, want %d", got, want)

@@ -70,7 +70,7 @@ func TestRelayStalledTunnelsHoldOnlyTheirSockets(t *testing.T) {
 				}
 				shared := 0
 				if parked {
-					shared = 2 // the parker's epoll fd and eventfd
+					shared = r.getSpares().park.fds() // the loops' epoll fds and eventfds
 				}
 				// The test's own far ends are 2 per tunnel.
 				relayFDs := total - total0 - 2*n - 2*spare - shared

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,17 +18,29 @@ import (
 
 const (
 	// defaultPipeSize is the pipe capacity asked for: one splice moves up to
-	// this much. BenchmarkRelayBulk shows no CPU difference between 64 KiB,
-	// 256 KiB and 1 MiB on loopback, and 256 KiB did best both ways at once;
-	// 1 MiB pipes would also spend an unprivileged user's whole pipe budget
-	// (fs.pipe-user-pages-soft, 64 MiB) on the spares alone.
-	defaultPipeSize = 256 << 10
+	// this much. Syscalls are what a busy core pays for on a VM: 1 MiB (as
+	// Go's own io.Copy splice uses) takes 3-6 splices per MB against 8-9
+	// with 256 KiB (perf stat, see README). The kernel may grant less
+	// (fs.pipe-max-size, fs.pipe-user-pages-soft): the pipe then keeps its
+	// size.
+	defaultPipeSize = 1 << 20
 	// maxSparePipes bounds the pipes a Relay keeps between bursts; more
-	// are closed when given back.
-	maxSparePipes = 64
+	// are closed when given back. 16 MiB of spares leave most of an
+	// unprivileged user's pipe budget (64 MiB) to pipes in use.
+	maxSparePipes = 16
+	// slowFill is what one fill moves once dst had to be waited for: a
+	// slow reader gets small fills, so that a reader that stalls has at
+	// most this much spilled into buffers (and one pipe's worth once).
+	slowFill = 64 << 10
 	// spliceFlags: MOVE is a hint to move pages rather than copy them;
 	// NONBLOCK makes the pipe side non-blocking (Go's sockets already are).
 	spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	// spillAfter is how long a burst waits for room in dst holding its
+	// pipe; then the pipe's bytes move to buffers and the pipe goes back.
+	spillAfter = 20 * time.Millisecond
+	// yieldBytes is how much a burst moves before it lets other
+	// goroutines (the loops with small frames, other bulk) run.
+	yieldBytes = 1 << 20
 )
 
 // errSpliceUnsupported: the kernel refused to splice from this socket type
@@ -62,6 +76,12 @@ type sysState struct {
 
 	// lbuf is a loop's buffer during readInline
 	lbuf []byte
+	// lingerFill: fill waits in Go's poller (bounded by a read deadline)
+	// instead of reporting EAGAIN; graceDrain: drain waits likewise (bounded
+	// by a write deadline) before the pipe is spilled.
+	lingerFill, graceDrain bool
+	// slow: dst made the last drain wait; fills are slowFill then.
+	slow bool
 
 	recvFn, peekFn, fillFn, drainFn, writeFn, inlineFn func(fd uintptr) bool
 }
@@ -252,8 +272,12 @@ func (c *copier) spliceFrom(bulk bool) error {
 	pipes := c.t.spares.pipes
 	for {
 		if bulk {
-			if err := c.waitReadable(); err != nil {
-				return err
+			// A parked direction's burst starts with the splice itself,
+			// which waits (lingers) for the first byte: no peek.
+			if !c.sys.noWait {
+				if err := c.waitReadable(); err != nil {
+					return err
+				}
 			}
 		} else {
 			full, err := c.copyOnce()
@@ -272,6 +296,11 @@ func (c *copier) spliceFrom(bulk bool) error {
 		c.sys.pipe = p
 		before := c.n
 		err = c.spliceBurst()
+		if err == errWouldBlock { // lingered for nothing: park
+			c.sys.pipe = nil
+			pipes.put(p)
+			return err
+		}
 		if err == errDstFull {
 			// dst has no room: wait for it holding buffers, not the pipe
 			// (a pipe is two fds, and a stalled reader may stall for hours).
@@ -383,9 +412,28 @@ func (c *copier) writeNow(fd uintptr) bool {
 // pipe holds. It never waits.
 func (c *copier) spliceBurst() error {
 	p := c.sys.pipe
+	parked := c.sys.noWait
+	if parked {
+		defer func() { _ = c.src.SetReadDeadline(time.Time{}) }()
+	}
+	moved := 0 // since the last yield
 	for {
 		c.sys.n, c.sys.err = 0, nil
-		if err := c.sys.src.Read(c.sys.fillFn); err != nil {
+		if parked {
+			// Linger: bulk often pauses for less than a round trip, and
+			// the way back through the loop costs a goroutine and two
+			// epoll_ctl. The pipe is empty meanwhile.
+			if err := c.src.SetReadDeadline(time.Now().Add(parkLinger)); err != nil {
+				return c.srcErr(err)
+			}
+			c.sys.lingerFill = true
+		}
+		err := c.sys.src.Read(c.sys.fillFn)
+		c.sys.lingerFill = false
+		if err != nil {
+			if parked && errors.Is(err, os.ErrDeadlineExceeded) {
+				return errWouldBlock
+			}
 			if c.keepWaiting(err, c.src, true) {
 				continue
 			}
@@ -402,11 +450,20 @@ func (c *copier) spliceBurst() error {
 			return io.EOF
 		}
 		p.n = c.sys.n
+		c.sys.slow = false // until drain has to wait
 		for p.n > 0 {
 			c.sys.n, c.sys.err = 0, nil
+			// A short wait for room keeps the pipe (fast readers are often
+			// a few µs behind); a longer one spills it (errDstFull).
+			if err := c.dst.SetWriteDeadline(time.Now().Add(spillAfter)); err != nil {
+				return c.dstErr(err)
+			}
+			c.sys.graceDrain = true
 			err := c.sys.dst.Write(c.sys.drainFn)
+			c.sys.graceDrain = false
 			if c.sys.n > 0 {
 				c.count(c.sys.n)
+				moved += c.sys.n
 			}
 			switch {
 			case err == nil && c.sys.err == unix.EAGAIN:
@@ -414,10 +471,16 @@ func (c *copier) spliceBurst() error {
 			case err == nil && c.sys.err != nil:
 				return c.dstErr(os.NewSyscallError("splice", c.sys.err))
 			case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-				return errDstFull // a deadline left over: writeWait sorts it out
+				return errDstFull // writeWait sorts the deadlines out
 			case err != nil:
 				return c.dstErr(err)
 			}
+		}
+		if moved >= yieldBytes {
+			// Bound what one direction moves before others (small frames
+			// on the loops, other bulk) get the CPU.
+			moved = 0
+			runtime.Gosched()
 		}
 	}
 }
@@ -427,9 +490,16 @@ func (c *copier) spliceBurst() error {
 // then gives the pipe back rather than hold it while idle.
 func (c *copier) fill(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(int(fd), nil, c.sys.pipe.w, nil, c.sys.pipe.size, spliceFlags)
+		size := c.sys.pipe.size
+		if c.sys.slow {
+			size = min(size, slowFill)
+		}
+		n, err := unix.Splice(int(fd), nil, c.sys.pipe.w, nil, size, spliceFlags)
 		if err == unix.EINTR {
 			continue
+		}
+		if err == unix.EAGAIN && c.sys.lingerFill {
+			return false
 		}
 		c.sys.n, c.sys.err = int(n), err
 		return true
@@ -445,6 +515,9 @@ func (c *copier) drain(fd uintptr) bool {
 		switch {
 		case err == unix.EINTR:
 			continue
+		case err == unix.EAGAIN && c.sys.graceDrain:
+			c.sys.slow = true
+			return false
 		case err != nil:
 			c.sys.err = err
 			return true

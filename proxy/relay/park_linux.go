@@ -32,8 +32,8 @@ import (
 // the hand-off, one on return. Go's own poller has the sockets registered
 // too (edge-triggered); the relay never waits in it for a parked direction.
 
-// parkLinger is how long a direction handed to a goroutine (bulk, or a
-// blocked write) waits in Go's poller for more before it returns to its
+// parkLinger is how long a bulk burst on a goroutine waits in Go's poller,
+// holding its empty pipe, for more before the direction returns to its
 // loop: bulk often pauses for less than a round trip, and the way back
 // costs two epoll_ctl and a goroutine.
 const parkLinger = 50 * time.Millisecond
@@ -46,9 +46,10 @@ const parkEvents = 128
 // exits when its last tunnel is gone, so that a Relay left alone holds no
 // goroutine and no fd.
 type parker struct {
-	nextID atomic.Uint64 // tunnel ids; direction ids are 2id and 2id+1
-	once   sync.Once
-	loops  []*loop
+	nextID   atomic.Uint64 // tunnel ids; direction ids are 2id and 2id+1
+	handoffs atomic.Int64  // directions handed from a loop to a goroutine, for tests
+	once     sync.Once
+	loops    []*loop
 }
 
 // loop is one epoll set with the goroutine that waits on it.
@@ -384,12 +385,13 @@ func (d *parkDir) inline(ep int, buf []byte) {
 	d.state.Store(dirRunning)
 	_ = ctl(ep, unix.EPOLL_CTL_DEL, d) // a closed conn has left the set anyway
 	handed = true                      // the goroutine releases
+	c.t.spares.park.handoffs.Add(1)
 	go d.run(rest)
 }
 
 // run moves d on a goroutine: first the bytes left by a blocked write
 // (rest), or else the bulk the loop saw; then what the source has, with
-// splice for bulk, lingering in Go's poller for more; then it parks d again,
+// splice for bulk (lingering for more, see spliceBurst); then it parks d again,
 // or passes on its EOF, or ends the tunnel. A panic ends the tunnel, not the
 // process.
 func (d *parkDir) run(rest *[]byte) {
@@ -408,15 +410,7 @@ func (d *parkDir) run(rest *[]byte) {
 	} else {
 		err = c.spliceFrom(true)
 	}
-	for err == errWouldBlock {
-		var full bool
-		if full, err = d.linger(); err == nil {
-			err = c.spliceFrom(full) // more came while the direction was hot
-			continue
-		}
-		if err != errWouldBlock {
-			break
-		}
+	if err == errWouldBlock {
 		if err := d.pt.l.rearm(d); err != nil {
 			// The conn was closed under us: only the tunnel's own end
 			// (which recorded its reason first) or a close from outside
@@ -434,35 +428,6 @@ func (d *parkDir) run(rest *[]byte) {
 		}
 	}
 	d.pt.end(c.t.reasonFor(err), err)
-}
-
-// linger waits up to parkLinger in Go's poller for src to have more: a
-// direction that just moved bulk will likely move more soon, and the way
-// back through the loop costs a goroutine and two epoll_ctl. If data comes
-// it moves one chunk, as copyOnce does, and returns nil; full says the
-// chunk filled the buffer (bulk follows). It returns errWouldBlock when the
-// direction should park, io.EOF at the end of src, or an error.
-func (d *parkDir) linger() (full bool, err error) {
-	c := d.c
-	if err := c.src.SetReadDeadline(time.Now().Add(parkLinger)); err != nil {
-		return false, errWouldBlock // closed: rearm finds out
-	}
-	c.sys.noWait = false
-	err = c.sys.src.Read(c.sys.recvFn)
-	c.sys.noWait = true
-	_ = c.src.SetReadDeadline(time.Time{})
-	switch {
-	case err != nil:
-		return false, errWouldBlock // the linger ran out, or the conn is closed
-	case c.sys.err != nil:
-		return false, c.srcErr(os.NewSyscallError("read", c.sys.err))
-	case c.sys.n == 0:
-		return false, io.EOF
-	}
-	bp := c.sys.buf
-	c.sys.buf = nil
-	defer c.t.spares.bufs.Put(bp)
-	return c.sys.n == len(*bp), c.write((*bp)[:c.sys.n])
 }
 
 // side names the source of c for errors.

@@ -147,11 +147,9 @@ func TestRelayInlineBlockedWriteMovesToGoroutine(t *testing.T) {
 		_ = c.SetWriteBuffer(32 << 10)
 	}
 	h0 := r.getSpares().park.handoffs.Load()
-	sent := make(chan []byte, 1)
-	go func() {
-		b, _ := frames(tt.client, 42, 2000, 1000) // ~1 MB in small frames
-		sent <- b
-	}()
+	fs := genFrames(42, 2000, 1000) // ~1 MB in small frames
+	want := bytes.Join(fs, nil)
+	go func() { _, _ = writeFrames(tt.client, fs) }()
 	eventually(t, 10*time.Second, func() error {
 		if h := r.getSpares().park.handoffs.Load() - h0; h == 0 {
 			return errors.New("no hand-off yet while the target does not read")
@@ -160,12 +158,7 @@ func TestRelayInlineBlockedWriteMovesToGoroutine(t *testing.T) {
 	})
 	var got bytes.Buffer
 	buf := make([]byte, 64<<10)
-	var want []byte
-	for want == nil || got.Len() < len(want) {
-		select {
-		case want = <-sent:
-		default:
-		}
+	for got.Len() < len(want) {
 		_ = tt.target.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := tt.target.Read(buf)
 		got.Write(buf[:n])

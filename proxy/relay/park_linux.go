@@ -85,6 +85,10 @@ func (l *loop) startLocked() error {
 	if err != nil {
 		return os.NewSyscallError("epoll_create1", err)
 	}
+	if err := unix.SetNonblock(ep, true); err != nil { // so that Go's poller takes it
+		_ = unix.Close(ep)
+		return os.NewSyscallError("fcntl", err)
+	}
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		_ = unix.Close(ep)
@@ -107,40 +111,84 @@ func (l *loop) wait(ep, wake int) {
 	events := make([]unix.EpollEvent, parkEvents)
 	ready := make([]*parkDir, 0, parkEvents)
 	buf := make([]byte, bufSize) // the loop's own: only this goroutine uses it
-	for {
-		n, err := unix.EpollWait(ep, events, -1)
-		if err != nil && err != unix.EINTR {
-			// Cannot happen with a valid set; end every tunnel rather
-			// than leave them hanging.
-			l.failAll(os.NewSyscallError("epoll_wait", err))
-			n = 0
-		}
-		ready = ready[:0]
-		l.mu.Lock()
-		for _, ev := range events[:max(n, 0)] {
-			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if id == 0 {
-				var b [8]byte
-				_, _ = unix.Read(wake, b[:])
+	// The set itself waits in Go's poller (an epoll fd is pollable): the
+	// loop is woken like any goroutine waiting on a socket, and takes its
+	// turn with them, rather than block a thread in epoll_wait and come
+	// back through the scheduler's global queue, behind bulk.
+	//
+	// The events are handled inside the RawConn.Read callback, which asks
+	// to wait (returns false) only once a poll found nothing ready. The set
+	// is level-triggered inside but Go's poller sees it edge-triggered: a
+	// source that is still readable after its event (data and EOF came
+	// together, and one read took the data) sends no new notification, so
+	// only an empty poll makes it safe to wait.
+	f := os.NewFile(uintptr(ep), "relay-epoll")
+	exit := false
+	handle := func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), events, 0)
+			if err == unix.EINTR {
 				continue
 			}
-			if d := l.dirs[id]; d != nil {
-				ready = append(ready, d)
+			if err != nil {
+				// Cannot happen with a valid set; end every tunnel
+				// rather than leave them hanging.
+				l.failAll(os.NewSyscallError("epoll_wait", err))
+				n = 0
+			}
+			ready = ready[:0]
+			l.mu.Lock()
+			for _, ev := range events[:max(n, 0)] {
+				id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+				if id == 0 {
+					var b [8]byte
+					_, _ = unix.Read(wake, b[:])
+					continue
+				}
+				if d := l.dirs[id]; d != nil {
+					ready = append(ready, d)
+				}
+			}
+			if len(l.dirs) == 0 {
+				l.ep, l.wake = -1, -1
+				l.mu.Unlock()
+				exit = true
+				return true
+			}
+			l.mu.Unlock()
+			if n == 0 {
+				return false // nothing ready: wait for the next notification
+			}
+			for i, d := range ready {
+				d.inline(ep, buf)
+				ready[i] = nil // keep no ended tunnel reachable until the next event
 			}
 		}
-		if len(l.dirs) == 0 {
-			l.ep, l.wake = -1, -1
-			l.mu.Unlock()
-			_ = unix.Close(ep)
-			_ = unix.Close(wake)
-			return
+	}
+	rc, err := f.SyscallConn()
+	for !exit {
+		if err == nil {
+			err = rc.Read(handle)
 		}
-		l.mu.Unlock()
-		for i, d := range ready {
-			d.inline(ep, buf)
-			ready[i] = nil // keep no ended tunnel reachable until the next event
+		if err != nil {
+			l.failAll(os.NewSyscallError("epoll_wait", err))
+			exit = !handle(uintptr(ep)) // once every tunnel is gone, exit
+			exit = l.empty()
 		}
 	}
+	_ = f.Close()
+	_ = unix.Close(wake)
+}
+
+// empty reports whether no tunnel is parked in l, and marks l stopped if so.
+func (l *loop) empty() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.dirs) == 0 {
+		l.ep, l.wake = -1, -1
+		return true
+	}
+	return false
 }
 
 // failAll ends every parked tunnel with err.
@@ -488,12 +536,8 @@ func (pt *parkTunnel) release(eof, async bool) {
 }
 
 func (pt *parkTunnel) finishIf(fin, async bool) {
-	switch {
-	case !fin:
-	case async:
-		go pt.finish()
-	default:
-		pt.finish()
+	if fin {
+		pt.finish(async)
 	}
 }
 
@@ -506,8 +550,11 @@ func (pt *parkTunnel) finishLocked() bool {
 	return true
 }
 
-// finish closes both conns, forgets the tunnel and calls done, once.
-func (pt *parkTunnel) finish() {
+// finish closes both conns, forgets the tunnel and calls done, once;
+// async (the caller is a loop): done runs on a goroutine of its own. The
+// conns are closed at once either way: a level-triggered EOF or hang-up
+// would otherwise keep waking the loop until they are.
+func (pt *parkTunnel) finish(async bool) {
 	pt.l.remove(pt)
 	_ = pt.client.Close()
 	_ = pt.target.Close()
@@ -518,6 +565,10 @@ func (pt *parkTunnel) finish() {
 	pt.mu.Unlock()
 	if pt.stop != nil {
 		pt.stop()
+	}
+	if async {
+		go pt.done(pt.t.result())
+		return
 	}
 	pt.done(pt.t.result())
 }

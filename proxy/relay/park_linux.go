@@ -171,9 +171,12 @@ func (l *loop) wait(ep, wake int) {
 			err = rc.Read(handle)
 		}
 		if err != nil {
-			l.failAll(os.NewSyscallError("epoll_wait", err))
-			exit = !handle(uintptr(ep)) // once every tunnel is gone, exit
-			exit = l.empty()
+			// Cannot happen (nothing closes or times out the set's file
+			// but this loop); end every tunnel, and exit once they are gone.
+			l.failAll(err)
+			if exit = l.empty(); !exit {
+				time.Sleep(time.Millisecond)
+			}
 		}
 	}
 	_ = f.Close()

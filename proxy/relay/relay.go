@@ -25,11 +25,12 @@ import (
 // on the socket itself and borrows from the Relay only once data is there,
 // so an idle tunnel costs its two sockets and no goroutine (its directions
 // park in an epoll set, see Start; off Linux, two parked goroutines). Small
-// frames move with one read and one write through a pooled 32 KiB buffer,
-// the cheapest way on loopback. A read that fills the buffer means bulk: if
-// both conns are sockets the relay can reach (a *net.TCPConn, or any conn
-// with SyscallConn and CloseWrite that buffers nothing in user space), bulk
-// moves with splice(2) through a pooled pipe. Other conns (a wrapper from an
+// frames move with one read and one write through a 32 KiB buffer (on Linux
+// the epoll loop's own), the cheapest way on loopback. A read that fills the
+// buffer means bulk: if both conns are sockets the relay can reach (a
+// *net.TCPConn, or any conn with SyscallConn and CloseWrite that buffers
+// nothing in user space), bulk moves with splice(2) through a pooled pipe,
+// which a direction waiting for room gives back after a short while. Other conns (a wrapper from an
 // upstream dialer, any conn off Linux) are copied through the pooled buffers
 // with the same semantics; a direction reading from such a conn holds its
 // buffer while it waits, since nothing tells it when data is ready.
@@ -161,12 +162,13 @@ func (r *Relay) Run(ctx context.Context, client, target net.Conn) Result {
 // panic in Err instead of crashing the process.
 //
 // On Linux, when both conns expose their sockets (as for the splice path),
-// an idle tunnel holds no goroutine at all: both directions are parked in an
-// epoll set shared by the Relay, and a goroutine is started for a direction
-// only when its source becomes readable; it copies until the source has
-// nothing more and parks the direction again. Goroutine stacks would
-// otherwise dominate what an idle tunnel costs. Other conns take two
-// goroutines per tunnel, as Run always did.
+// a tunnel holds no goroutine of its own: both directions are parked in one
+// of the Relay's epoll loops (one per CPU), which moves small frames itself
+// as their sources become readable, one read and one write each. A goroutine
+// is started for a direction only for bulk or for a write that would block;
+// it copies until the source has nothing more and parks the direction again.
+// Goroutine stacks would otherwise dominate what an idle tunnel costs. Other
+// conns take two goroutines per tunnel, as Run always did.
 //
 // Closing client or target from outside is not a way to end a parked
 // tunnel: a closed socket leaves the epoll set without an event, so done

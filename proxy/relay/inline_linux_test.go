@@ -203,7 +203,11 @@ func TestRelayInlineBulkBesideSmallFrames(t *testing.T) {
 		gotc <- sum{n, s, err}
 	}()
 	echoes := 0
+	deadline := time.Now().Add(60 * time.Second)
 	for done := false; !done; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bulk did not arrive within 60s (%d rounds of small frames meanwhile)", echoes)
+		}
 		select {
 		case got := <-gotc:
 			sent := <-sentc

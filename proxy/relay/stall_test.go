@@ -101,11 +101,20 @@ func TestRelayStalledTunnelsHoldOnlyTheirSockets(t *testing.T) {
 						sum, err := h.sum()
 						got <- sendResult{sum, err}
 					}()
-					sent := <-p.sent
+					var sent, recv sendResult
+					select {
+					case sent = <-p.sent:
+					case <-time.After(30 * time.Second):
+						t.Fatalf("tunnel %d: the sender is still blocked 30s after its peer resumed reading", i)
+					}
 					if sent.err != nil {
 						t.Fatal(sent.err)
 					}
-					recv := <-got
+					select {
+					case recv = <-got:
+					case <-time.After(30 * time.Second):
+						t.Fatalf("tunnel %d: the reader did not finish", i)
+					}
 					if recv.err != nil || recv.sum != sent.sum {
 						t.Fatalf("tunnel %d: received %x (%v), sent %x", i, recv.sum, recv.err, sent.sum)
 					}

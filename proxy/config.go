@@ -29,6 +29,10 @@ type Config struct {
 	// IdleTimeout ends a tunnel after no byte moved in either direction for
 	// that long. Zero means never: WebSockets are long-lived.
 	IdleTimeout time.Duration
+	// WriteTimeout ends a tunnel whose destination accepted no byte for that
+	// long while bytes were waiting for it (a peer that stopped reading),
+	// with end reason write_timeout (default 15m, Squid's write_timeout).
+	WriteTimeout time.Duration
 	// HeaderTimeout bounds reading a request's headers, and a target's
 	// response headers to a WebSocket upgrade (default 10s).
 	HeaderTimeout time.Duration
@@ -178,6 +182,9 @@ func (c Config) Defaults() Config {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 10 * time.Second
 	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 15 * time.Minute
+	}
 	if c.HeaderTimeout == 0 {
 		c.HeaderTimeout = 10 * time.Second
 	}
@@ -237,6 +244,7 @@ func (c Config) fixedChanges(old Config) []string {
 	add(c.MaxHeaderBytes != old.MaxHeaderBytes, "max-header-bytes")
 	add(c.KeepAlive != old.KeepAlive, "keep-alive")
 	add(c.MaxTunnelLifetime != old.MaxTunnelLifetime, "max-tunnel-lifetime")
+	add(c.WriteTimeout != old.WriteTimeout, "write-timeout")
 	// The TLS files' contents are re-read on reload; their names are not.
 	add(c.TLSListen != old.TLSListen, "tls-listen")
 	add(c.TLSCert != old.TLSCert, "tls-cert")
@@ -299,6 +307,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateTLS(certsRequired)...)
 	for name, d := range map[string]time.Duration{
 		"dial-timeout": c.DialTimeout, "idle-timeout": c.IdleTimeout,
+		"write-timeout":  c.WriteTimeout,
 		"header-timeout": c.HeaderTimeout, "queue-timeout": c.QueueTimeout,
 		"body-timeout": c.BodyTimeout, "response-header-timeout": c.ResponseHeaderTimeout,
 		"max-tunnel-lifetime": c.MaxTunnelLifetime,

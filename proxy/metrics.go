@@ -170,7 +170,7 @@ func newMetrics() *metrics {
 
 	m.tunnelEnds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsegress_tunnel_ends_total",
-		Help: "Established tunnels closed, by end reason (the end key of the log line): client_closed, target_closed, client_reset, target_reset, idle_timeout, lifetime, canceled (drain timeout), error, panic, target_refused_upgrade, response_sent, not_websocket.",
+		Help: "Established tunnels closed, by end reason (the end key of the log line): client_closed, target_closed, client_reset, target_reset, idle_timeout, write_timeout, lifetime, canceled (drain timeout), error, panic, target_refused_upgrade, response_sent, not_websocket.",
 	}, []string{"reason"})
 	m.endCounters = make(map[relay.EndReason]prometheus.Counter, len(endReasons))
 	for _, r := range endReasons {
@@ -213,7 +213,7 @@ func (m *metrics) TunnelResult(r result) {
 // endReasons are the end reasons wsegress_tunnel_ends_total starts at 0.
 var endReasons = []relay.EndReason{
 	relay.EndClientClosed, relay.EndTargetClosed, relay.EndClientReset, relay.EndTargetReset,
-	relay.EndIdleTimeout, endLifetime, relay.EndCanceled, relay.EndError, relay.EndPanic,
+	relay.EndIdleTimeout, relay.EndWriteTimeout, endLifetime, relay.EndCanceled, relay.EndError, relay.EndPanic,
 	endTargetRefused, endResponseSent, endNotWebSocket,
 }
 

@@ -114,7 +114,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.caps = listen.NewCaps(cfg.ConnCaps())
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pending.SetLimit(cfg.MaxPending)
-	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, OnBytes: s.countBytes}
+	s.relay = relay.Relay{IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout, OnBytes: s.countBytes}
 	s.metrics.SetPoolSource(s.poolUsage)
 	var err error
 	if s.tls, s.userMode, err = newTLSStore(cfg, log); err != nil {

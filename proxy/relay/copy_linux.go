@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,17 +18,30 @@ import (
 
 const (
 	// defaultPipeSize is the pipe capacity asked for: one splice moves up to
-	// this much. BenchmarkRelayBulk shows no CPU difference between 64 KiB,
-	// 256 KiB and 1 MiB on loopback, and 256 KiB did best both ways at once;
-	// 1 MiB pipes would also spend an unprivileged user's whole pipe budget
-	// (fs.pipe-user-pages-soft, 64 MiB) on the spares alone.
-	defaultPipeSize = 256 << 10
+	// this much. Syscalls are what a busy core pays for on a VM: 1 MiB (as
+	// Go's own io.Copy splice uses) takes 3-6 splices per MB against 8-9
+	// with 256 KiB (perf stat, see README). The kernel may grant less
+	// (fs.pipe-max-size, fs.pipe-user-pages-soft): the pipe then keeps its
+	// size.
+	defaultPipeSize = 1 << 20
 	// maxSparePipes bounds the pipes a Relay keeps between bursts; more
-	// are closed when given back.
-	maxSparePipes = 64
+	// are closed when given back. 16 MiB of spares leave most of an
+	// unprivileged user's pipe budget (64 MiB) to pipes in use.
+	maxSparePipes = 16
+	// slowFill is what one fill moves once dst had to be waited for: a
+	// slow reader gets small fills, so that a reader that stalls has at
+	// most this much spilled into buffers (and one pipe's worth once).
+	slowFill = 64 << 10
 	// spliceFlags: MOVE is a hint to move pages rather than copy them;
 	// NONBLOCK makes the pipe side non-blocking (Go's sockets already are).
 	spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	// spillAfter is how long a burst waits for room in dst holding its
+	// pipe; then the pipe's bytes move to buffers and the pipe goes back.
+	spillAfter = 20 * time.Millisecond
+	// yieldBytes is how much a burst moves before it lets other
+	// goroutines (the loops with small frames, other bulk) run: at about
+	// 2 GB/s per core, a quarter of a millisecond.
+	yieldBytes = 256 << 10
 )
 
 // errSpliceUnsupported: the kernel refused to splice from this socket type
@@ -52,7 +67,24 @@ type sysState struct {
 	// (errWouldBlock) so that the direction parks in the Relay's epoll set.
 	noWait bool
 
-	recvFn, peekFn, fillFn, drainFn func(fd uintptr) bool
+	// tryWrite's buffer and outcome
+	wbuf []byte
+	wn   int
+	werr error
+	// spilled holds what a pipe held when dst had no room: the direction
+	// waits for dst with these buffers, having given the pipe back.
+	spilled []*[]byte
+
+	// lbuf is a loop's buffer during readInline
+	lbuf []byte
+	// lingerFill: fill waits in Go's poller (bounded by a read deadline)
+	// instead of reporting EAGAIN; graceDrain: drain waits likewise (bounded
+	// by a write deadline) before the pipe is spilled.
+	lingerFill, graceDrain bool
+	// slow: dst made the last drain wait; fills are slowFill then.
+	slow bool
+
+	recvFn, peekFn, fillFn, drainFn, writeFn, inlineFn func(fd uintptr) bool
 }
 
 // rawSocket returns c's RawConn when the relay may use c's socket directly:
@@ -77,9 +109,9 @@ func (c *copier) init() {
 	if c.sys.src = rawSocket(c.src); c.sys.src == nil {
 		return
 	}
-	c.sys.recvFn, c.sys.peekFn = c.recv, c.peek
+	c.sys.recvFn, c.sys.peekFn, c.sys.inlineFn = c.recv, c.peek, c.readNow
 	if c.sys.dst = rawSocket(c.dst); c.sys.dst != nil {
-		c.sys.fillFn, c.sys.drainFn = c.fill, c.drain
+		c.sys.fillFn, c.sys.drainFn, c.sys.writeFn = c.fill, c.drain, c.writeNow
 	}
 }
 
@@ -114,6 +146,37 @@ func (c *copier) readChunk() (*[]byte, int, error) {
 	bp := c.sys.buf
 	c.sys.buf = nil
 	return bp, c.sys.n, nil
+}
+
+// readInline reads once from src into buf, never waiting: errWouldBlock if
+// src has nothing, io.EOF at its end.
+func (c *copier) readInline(buf []byte) (int, error) {
+	c.sys.lbuf = buf
+	err := c.sys.src.Read(c.sys.inlineFn)
+	c.sys.lbuf = nil
+	switch {
+	case err != nil:
+		return 0, c.srcErr(err)
+	case c.sys.err == unix.EAGAIN:
+		return 0, errWouldBlock
+	case c.sys.err != nil:
+		return 0, c.srcErr(os.NewSyscallError("read", c.sys.err))
+	case c.sys.n == 0:
+		return 0, io.EOF
+	}
+	return c.sys.n, nil
+}
+
+// readNow is readInline's callback: one read(2).
+func (c *copier) readNow(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), c.sys.lbuf)
+		if err == unix.EINTR {
+			continue
+		}
+		c.sys.n, c.sys.err = max(n, 0), err
+		return true
+	}
 }
 
 // recv reads what the socket has into a buffer borrowed for the purpose,
@@ -210,8 +273,12 @@ func (c *copier) spliceFrom(bulk bool) error {
 	pipes := c.t.spares.pipes
 	for {
 		if bulk {
-			if err := c.waitReadable(); err != nil {
-				return err
+			// A parked direction's burst starts with the splice itself,
+			// which waits (lingers) for the first byte: no peek.
+			if !c.sys.noWait {
+				if err := c.waitReadable(); err != nil {
+					return err
+				}
 			}
 		} else {
 			full, err := c.copyOnce()
@@ -230,6 +297,26 @@ func (c *copier) spliceFrom(bulk bool) error {
 		c.sys.pipe = p
 		before := c.n
 		err = c.spliceBurst()
+		if err == errWouldBlock { // lingered for nothing: park
+			c.sys.pipe = nil
+			pipes.put(p)
+			return err
+		}
+		if err == errDstFull {
+			// dst has no room: wait for it holding buffers, not the pipe
+			// (a pipe is two fds, and a stalled reader may stall for hours).
+			err = c.spill(p)
+			c.sys.pipe = nil
+			pipes.put(p)
+			if err == nil {
+				err = c.writeSpilled()
+			}
+			if err != nil {
+				return err
+			}
+			bulk = true
+			continue
+		}
 		c.sys.pipe = nil
 		pipes.put(p)
 		bulk = c.n-before >= bufSize
@@ -242,15 +329,112 @@ func (c *copier) spliceFrom(bulk bool) error {
 	}
 }
 
+// errDstFull: spliceBurst found no room in dst with bytes in the pipe.
+var errDstFull = errors.New("destination has no room")
+
+// spill moves the bytes held in p into pooled buffers, emptying p.
+func (c *copier) spill(p *splicePipe) error {
+	bufs := &c.t.spares.bufs
+	for p.n > 0 {
+		bp := bufs.Get().(*[]byte)
+		n, err := unix.Read(p.r, (*bp)[:min(len(*bp), p.n)])
+		if err == unix.EINTR {
+			bufs.Put(bp)
+			continue
+		}
+		if err != nil || n <= 0 {
+			bufs.Put(bp)
+			if err == nil {
+				err = io.ErrNoProgress // cannot happen: the pipe holds data
+			}
+			return c.srcErr(os.NewSyscallError("read pipe", err))
+		}
+		*bp = (*bp)[:n]
+		c.sys.spilled = append(c.sys.spilled, bp)
+		p.n -= n
+	}
+	return nil
+}
+
+// writeSpilled writes the spilled buffers to dst, waiting for room, and
+// gives them back.
+func (c *copier) writeSpilled() error {
+	var err error
+	for i, bp := range c.sys.spilled {
+		if err == nil {
+			err = c.writeWait(*bp)
+		}
+		*bp = (*bp)[:cap(*bp)]
+		c.t.spares.bufs.Put(bp)
+		c.sys.spilled[i] = nil
+	}
+	c.sys.spilled = c.sys.spilled[:0]
+	return err
+}
+
+// tryWrite writes b to dst once without waiting: a short count, or
+// errWriteWouldBlock when dst has no room (or a deadline passed: writeWait
+// sorts that out).
+func (c *copier) tryWrite(b []byte) (int, error) {
+	if c.sys.dst == nil {
+		return 0, errWriteWouldBlock
+	}
+	c.sys.wbuf, c.sys.wn, c.sys.werr = b, 0, nil
+	err := c.sys.dst.Write(c.sys.writeFn)
+	c.sys.wbuf = nil
+	switch {
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, errWriteWouldBlock
+	case err != nil:
+		return 0, err
+	case c.sys.werr == unix.EAGAIN:
+		return c.sys.wn, errWriteWouldBlock
+	case c.sys.werr != nil:
+		return c.sys.wn, os.NewSyscallError("write", c.sys.werr)
+	}
+	return c.sys.wn, nil
+}
+
+// writeNow is tryWrite's callback: one write(2), never a wait.
+func (c *copier) writeNow(fd uintptr) bool {
+	for {
+		n, err := unix.Write(int(fd), c.sys.wbuf)
+		if err == unix.EINTR {
+			continue
+		}
+		c.sys.wn, c.sys.werr = max(n, 0), err
+		return true
+	}
+}
+
 // spliceBurst moves what src has now through the pipe into dst. It returns
 // nil when src has nothing more for the moment (the pipe is then empty),
-// io.EOF at the end of src. It waits only for dst, and only while the pipe
-// holds data.
+// io.EOF at the end of src, errDstFull when dst has no room for what the
+// pipe holds. It never waits.
 func (c *copier) spliceBurst() error {
 	p := c.sys.pipe
+	parked := c.sys.noWait
+	if parked {
+		defer func() { _ = c.src.SetReadDeadline(time.Time{}) }()
+	}
+	moved := 0 // since the last yield
 	for {
 		c.sys.n, c.sys.err = 0, nil
-		if err := c.sys.src.Read(c.sys.fillFn); err != nil {
+		if parked {
+			// Linger: bulk often pauses for less than a round trip, and
+			// the way back through the loop costs a goroutine and two
+			// epoll_ctl. The pipe is empty meanwhile.
+			if err := c.src.SetReadDeadline(time.Now().Add(parkLinger)); err != nil {
+				return c.srcErr(err)
+			}
+			c.sys.lingerFill = true
+		}
+		err := c.sys.src.Read(c.sys.fillFn)
+		c.sys.lingerFill = false
+		if err != nil {
+			if parked && errors.Is(err, os.ErrDeadlineExceeded) {
+				return errWouldBlock
+			}
 			if c.keepWaiting(err, c.src, true) {
 				continue
 			}
@@ -267,18 +451,37 @@ func (c *copier) spliceBurst() error {
 			return io.EOF
 		}
 		p.n = c.sys.n
+		c.sys.slow = false // until drain has to wait
 		for p.n > 0 {
 			c.sys.n, c.sys.err = 0, nil
-			err := c.sys.dst.Write(c.sys.drainFn)
-			if c.sys.n > 0 {
-				c.count(c.sys.n)
-			}
-			switch {
-			case err == nil && c.sys.err != nil:
-				return c.dstErr(os.NewSyscallError("splice", c.sys.err))
-			case err != nil && !c.keepWaiting(err, c.dst, false):
+			// A short wait for room keeps the pipe (fast readers are often
+			// a few µs behind); a longer one spills it (errDstFull).
+			if err := c.dst.SetWriteDeadline(time.Now().Add(spillAfter)); err != nil {
 				return c.dstErr(err)
 			}
+			c.sys.graceDrain = true
+			err := c.sys.dst.Write(c.sys.drainFn)
+			c.sys.graceDrain = false
+			if c.sys.n > 0 {
+				c.count(c.sys.n)
+				moved += c.sys.n
+			}
+			switch {
+			case err == nil && c.sys.err == unix.EAGAIN:
+				return errDstFull
+			case err == nil && c.sys.err != nil:
+				return c.dstErr(os.NewSyscallError("splice", c.sys.err))
+			case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+				return errDstFull // writeWait sorts the deadlines out
+			case err != nil:
+				return c.dstErr(err)
+			}
+		}
+		if moved >= yieldBytes {
+			// Bound what one direction moves before others (small frames
+			// on the loops, other bulk) get the CPU.
+			moved = 0
+			runtime.Gosched()
 		}
 	}
 }
@@ -288,17 +491,24 @@ func (c *copier) spliceBurst() error {
 // then gives the pipe back rather than hold it while idle.
 func (c *copier) fill(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(int(fd), nil, c.sys.pipe.w, nil, c.sys.pipe.size, spliceFlags)
+		size := c.sys.pipe.size
+		if c.sys.slow {
+			size = min(size, slowFill)
+		}
+		n, err := unix.Splice(int(fd), nil, c.sys.pipe.w, nil, size, spliceFlags)
 		if err == unix.EINTR {
 			continue
+		}
+		if err == unix.EAGAIN && c.sys.lingerFill {
+			return false
 		}
 		c.sys.n, c.sys.err = int(n), err
 		return true
 	}
 }
 
-// drain splices the pipe's data into the socket fd, asking to wait for
-// room (return false) when the socket is full.
+// drain splices the pipe's data into the socket fd. It never waits: when
+// the socket is full it reports EAGAIN, and the caller spills the pipe.
 func (c *copier) drain(fd uintptr) bool {
 	p := c.sys.pipe
 	for p.n > 0 {
@@ -306,7 +516,8 @@ func (c *copier) drain(fd uintptr) bool {
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
+		case err == unix.EAGAIN && c.sys.graceDrain:
+			c.sys.slow = true
 			return false
 		case err != nil:
 			c.sys.err = err

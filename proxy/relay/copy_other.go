@@ -22,6 +22,9 @@ func (c *copier) spliceLoop() error { return c.bufferLoop() }
 // socket without reading from it.
 func (c *copier) readChunk() (*[]byte, int, error) { return c.readBlocking() }
 
+// tryWrite cannot write without waiting off Linux: writeWait does it.
+func (c *copier) tryWrite([]byte) (int, error) { return 0, errWriteWouldBlock }
+
 // splicePipes is empty off Linux; it exists so that Relay is the same type
 // everywhere.
 type splicePipes struct{}

@@ -25,11 +25,12 @@ import (
 // on the socket itself and borrows from the Relay only once data is there,
 // so an idle tunnel costs its two sockets and no goroutine (its directions
 // park in an epoll set, see Start; off Linux, two parked goroutines). Small
-// frames move with one read and one write through a pooled 32 KiB buffer,
-// the cheapest way on loopback. A read that fills the buffer means bulk: if
-// both conns are sockets the relay can reach (a *net.TCPConn, or any conn
-// with SyscallConn and CloseWrite that buffers nothing in user space), bulk
-// moves with splice(2) through a pooled pipe. Other conns (a wrapper from an
+// frames move with one read and one write through a 32 KiB buffer (on Linux
+// the epoll loop's own), the cheapest way on loopback. A read that fills the
+// buffer means bulk: if both conns are sockets the relay can reach (a
+// *net.TCPConn, or any conn with SyscallConn and CloseWrite that buffers
+// nothing in user space), bulk moves with splice(2) through a pooled pipe,
+// which a direction waiting for room gives back after a short while. Other conns (a wrapper from an
 // upstream dialer, any conn off Linux) are copied through the pooled buffers
 // with the same semantics; a direction reading from such a conn holds its
 // buffer while it waits, since nothing tells it when data is ready.
@@ -39,6 +40,12 @@ type Relay struct {
 	// alive, and a write blocked on a peer that does not read is not
 	// activity. Zero means no idle timeout (WebSockets are long-lived).
 	IdleTimeout time.Duration
+
+	// WriteTimeout, if positive, ends the tunnel when a destination accepted
+	// no byte for that long while bytes were waiting for it (a peer that
+	// stopped reading), with EndWriteTimeout. A stalled direction holds a
+	// buffer with the waiting bytes, never a pipe. Zero means no limit.
+	WriteTimeout time.Duration
 
 	// OnBytes, if non-nil, is called after bytes were moved (up is
 	// client->target), chunk by chunk, so metrics count long-lived tunnels
@@ -74,6 +81,9 @@ const (
 	EndTargetReset EndReason = "target_reset"
 	// EndIdleTimeout: Relay.IdleTimeout passed with no byte moved either way.
 	EndIdleTimeout EndReason = "idle_timeout"
+	// EndWriteTimeout: Relay.WriteTimeout passed while bytes waited for a
+	// destination that accepted none of them.
+	EndWriteTimeout EndReason = "write_timeout"
 	// EndCanceled: the context passed to Run was done.
 	EndCanceled EndReason = "canceled"
 	// EndError: any other failure; Result.Err names the side and
@@ -152,12 +162,13 @@ func (r *Relay) Run(ctx context.Context, client, target net.Conn) Result {
 // panic in Err instead of crashing the process.
 //
 // On Linux, when both conns expose their sockets (as for the splice path),
-// an idle tunnel holds no goroutine at all: both directions are parked in an
-// epoll set shared by the Relay, and a goroutine is started for a direction
-// only when its source becomes readable; it copies until the source has
-// nothing more and parks the direction again. Goroutine stacks would
-// otherwise dominate what an idle tunnel costs. Other conns take two
-// goroutines per tunnel, as Run always did.
+// a tunnel holds no goroutine of its own: both directions are parked in one
+// of the Relay's epoll loops (one per CPU), which moves small frames itself
+// as their sources become readable, one read and one write each. A goroutine
+// is started for a direction only for bulk or for a write that would block;
+// it copies until the source has nothing more and parks the direction again.
+// Goroutine stacks would otherwise dominate what an idle tunnel costs. Other
+// conns take two goroutines per tunnel, as Run always did.
 //
 // Closing client or target from outside is not a way to end a parked
 // tunnel: a closed socket leaves the epoll set without an event, so done
@@ -185,6 +196,7 @@ func (r *Relay) newTunnel(client, target net.Conn) *tunnel {
 	t := &tunnel{
 		spares:  r.getSpares(),
 		idle:    r.IdleTimeout,
+		wt:      r.WriteTimeout,
 		onBytes: r.OnBytes,
 		start:   time.Now(),
 		client:  client,
@@ -256,6 +268,7 @@ type loanCache struct {
 type tunnel struct {
 	spares   *loanCache
 	idle     time.Duration
+	wt       time.Duration // write timeout, 0: none
 	onBytes  func(up bool, n int64)
 	start    time.Time
 	last     atomic.Int64 // when a byte last moved, as time since start (monotonic)
@@ -314,7 +327,10 @@ func (t *tunnel) sawEOF(c *copier) {
 
 func (t *tunnel) reasonFor(err error) EndReason {
 	var re *sideError
+	var wte *writeTimeoutError
 	switch {
+	case errors.As(err, &wte):
+		return EndWriteTimeout
 	case t.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded):
 		return EndIdleTimeout
 	case errors.As(err, &re) && isPeerReset(err):
@@ -446,24 +462,96 @@ func (c *copier) read(buf []byte) (int, error) {
 	}
 }
 
-// write writes all of b to dst, riding out idle deadlines while the tunnel is
-// active (partial progress counts as activity).
+// write writes all of b to dst. On Linux it first tries once without
+// waiting; only a write that would block pays for deadlines (writeWait).
 func (c *copier) write(b []byte) error {
-	for {
-		n, err := c.dst.Write(b)
+	for len(b) > 0 {
+		n, err := c.tryWrite(b)
 		if n > 0 {
 			c.t.touch()
 			c.count(n)
+			b = b[n:]
 		}
-		if err == nil {
-			return nil
-		}
-		b = b[n:]
-		if !c.keepWaiting(err, c.dst, false) {
+		switch {
+		case err == errWriteWouldBlock:
+			return c.writeWait(b)
+		case err != nil:
 			return c.dstErr(err)
 		}
 	}
+	return nil
 }
+
+// writeWait writes all of b to dst, waiting for room as long as the tunnel
+// allows: it ends with a *writeTimeoutError once dst accepted no byte for
+// WriteTimeout, and rides out idle deadlines while the tunnel is active
+// (partial progress counts as activity).
+func (c *copier) writeWait(b []byte) error {
+	t := c.t
+	stalled := time.Now() // since when dst accepted nothing
+	if t.wt > 0 {
+		if err := c.dst.SetWriteDeadline(c.writeDeadline(stalled)); err != nil {
+			return c.dstErr(err)
+		}
+	}
+	for len(b) > 0 {
+		n, err := c.dst.Write(b)
+		if n > 0 {
+			t.touch()
+			c.count(n)
+			b = b[n:]
+			if err != nil {
+				stalled = time.Now()
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return c.dstErr(err)
+		}
+		now := time.Now()
+		if t.wt > 0 && !now.Before(stalled.Add(t.wt)) {
+			return c.dstErr(&writeTimeoutError{wt: t.wt})
+		}
+		if t.idle > 0 && !now.Before(t.start.Add(time.Duration(t.last.Load())+t.idle)) {
+			return c.dstErr(err) // idle: reasonFor tells
+		}
+		if err := c.dst.SetWriteDeadline(c.writeDeadline(stalled)); err != nil {
+			return c.dstErr(err)
+		}
+	}
+	return nil
+}
+
+// writeDeadline is when a write waiting since stalled must give up, for the
+// write timeout or the idle timeout, whichever comes first; zero if neither.
+func (c *copier) writeDeadline(stalled time.Time) time.Time {
+	t := c.t
+	var d time.Time
+	if t.wt > 0 {
+		d = stalled.Add(t.wt)
+	}
+	if t.idle > 0 {
+		if id := t.start.Add(time.Duration(t.last.Load()) + t.idle); d.IsZero() || id.Before(d) {
+			d = id
+		}
+	}
+	return d
+}
+
+// errWriteWouldBlock: tryWrite found no room in dst (or cannot tell without
+// waiting); writeWait then waits.
+var errWriteWouldBlock = errors.New("destination has no room now")
+
+// writeTimeoutError: a destination accepted no byte for the write timeout.
+type writeTimeoutError struct{ wt time.Duration }
+
+func (e *writeTimeoutError) Error() string {
+	return fmt.Sprintf("no byte accepted for %v", e.wt)
+}
+
+func (e *writeTimeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
 
 // count adds n bytes moved to dst.
 func (c *copier) count(n int) {

@@ -85,6 +85,11 @@ type sysState struct {
 	slow bool
 
 	recvFn, peekFn, fillFn, drainFn, writeFn, inlineFn func(fd uintptr) bool
+	// writeCtlFn is writeNow for RawConn.Control, which, unlike
+	// RawConn.Write, ignores write deadlines: tryWrite never waits, so a
+	// deadline left from a burst or the idle clock must not turn a frame
+	// that fits into a hand-off.
+	writeCtlFn func(fd uintptr)
 }
 
 // rawSocket returns c's RawConn when the relay may use c's socket directly:
@@ -112,6 +117,7 @@ func (c *copier) init() {
 	c.sys.recvFn, c.sys.peekFn, c.sys.inlineFn = c.recv, c.peek, c.readNow
 	if c.sys.dst = rawSocket(c.dst); c.sys.dst != nil {
 		c.sys.fillFn, c.sys.drainFn, c.sys.writeFn = c.fill, c.drain, c.writeNow
+		c.sys.writeCtlFn = func(fd uintptr) { c.writeNow(fd) }
 	}
 }
 
@@ -373,18 +379,16 @@ func (c *copier) writeSpilled() error {
 }
 
 // tryWrite writes b to dst once without waiting: a short count, or
-// errWriteWouldBlock when dst has no room (or a deadline passed: writeWait
-// sorts that out).
+// errWriteWouldBlock when dst has no room. It does not look at deadlines
+// (see writeCtlFn); writeWait applies them when it has to wait.
 func (c *copier) tryWrite(b []byte) (int, error) {
 	if c.sys.dst == nil {
 		return 0, errWriteWouldBlock
 	}
 	c.sys.wbuf, c.sys.wn, c.sys.werr = b, 0, nil
-	err := c.sys.dst.Write(c.sys.writeFn)
+	err := c.sys.dst.Control(c.sys.writeCtlFn)
 	c.sys.wbuf = nil
 	switch {
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, errWriteWouldBlock
 	case err != nil:
 		return 0, err
 	case c.sys.werr == unix.EAGAIN:

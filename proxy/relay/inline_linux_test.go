@@ -114,6 +114,7 @@ func TestRelayInlineFramesStreamedBothWays(t *testing.T) {
 			fs := genFrames(uint64(2*i+d), count, maxSize)
 			want := bytes.Join(fs, nil)
 			wg.Go(func() {
+				_ = p[0].SetWriteDeadline(time.Now().Add(60 * time.Second)) // a failed reader fails the test, not hangs it
 				if _, err := writeFrames(p[0], fs); err != nil {
 					errc <- err
 				}

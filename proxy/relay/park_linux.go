@@ -403,12 +403,11 @@ func (d *parkDir) inline(ep int, buf []byte) {
 		c.t.sawEOF(c)
 		if err = c.closeWrite(); err == nil {
 			d.state.Store(dirDone)
-			if !pt.lastOpen(d) {
-				// Level-triggered, EOF would fire until the tunnel ends;
-				// if this was its last open direction, it ends now and the
-				// close takes the socket out of the set.
-				_ = ctl(ep, unix.EPOLL_CTL_DEL, d)
-			}
+			// Level-triggered, EOF would fire until the socket leaves the
+			// set. Even for the tunnel's last open direction the close
+			// may be a moment away (another reference still running), and
+			// the loop would spin on the event meanwhile: remove it now.
+			_ = ctl(ep, unix.EPOLL_CTL_DEL, d)
 			eof = true
 			return
 		}
@@ -443,15 +442,6 @@ func (d *parkDir) inline(ep int, buf []byte) {
 	handed = true                      // the goroutine releases
 	c.t.spares.park.handoffs.Add(1)
 	go d.run(rest)
-}
-
-// lastOpen reports whether d is its tunnel's last direction not done yet.
-func (pt *parkTunnel) lastOpen(d *parkDir) bool {
-	other := pt.dirs[0]
-	if other == d {
-		other = pt.dirs[1]
-	}
-	return other.state.Load() == dirDone
 }
 
 // run moves d on a goroutine: first the bytes left by a blocked write

@@ -316,10 +316,12 @@ func TestRelayParkManyWakeUps(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, tt := range tts {
 		wg.Go(func() { // the target echoes
+			_ = tt.target.SetDeadline(time.Now().Add(60 * time.Second)) // fail, not hang
 			io.Copy(tt.target, tt.target)
 			tt.target.CloseWrite()
 		})
 		wg.Go(func() {
+			defer tt.client.CloseWrite() // on every path, so that the echo ends
 			got := make([]byte, 64)
 			for j := range msgs {
 				msg := fmt.Appendf(nil, "tunnel %d message %d", i, j)
@@ -333,7 +335,6 @@ func TestRelayParkManyWakeUps(t *testing.T) {
 					return
 				}
 			}
-			tt.client.CloseWrite()
 		})
 	}
 	wg.Wait()

@@ -234,19 +234,11 @@ func TestNewRefusalPathsReleaseCounts(t *testing.T) {
 		io.Copy(io.Discard, c)
 		c.Close()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		conns, open, pend := srv.clientConns(), srv.OpenTunnels(), srv.pending.Usage().InUse
+	eventually(t, 5*time.Second, "client conns, open tunnels, pending places and slots back to 0 after the refusals", func() bool {
 		inUse := 0
 		for _, u := range srv.limiter.Usage() {
 			inUse += u.InUse
 		}
-		if conns == 0 && open == 0 && pend == 0 && inUse == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("held after refusals: conns %d, tunnels %d, pending %d, slots %d", conns, open, pend, inUse)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return srv.clientConns() == 0 && srv.OpenTunnels() == 0 && srv.pending.Usage().InUse == 0 && inUse == 0
+	})
 }
